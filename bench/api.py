@@ -1,0 +1,132 @@
+"""The contracts every plug-in implements. Built-ins in ``baselines/`` use exactly this API.
+
+Tabular encoder
+    ``forward(x_num [B, n_num] float, x_cat [B, n_cat] long | None) -> EncoderOutput``.
+    Constructor keyword-only: ``(*, n_num, cat_cardinalities, **hyperparameters)``.
+    Must set ``self.d_out`` (pooled width) and ``self.d_token`` (token width).
+
+Image encoder
+    ``forward(images [B, C, H, W]) -> EncoderOutput`` with tokens = the final feature map
+    flattened to ``[B, H'W', C']`` and pooled = its global average ``[B, C']``.
+    Constructor keyword-only: ``(*, in_chans, image_size, **hyperparameters)``.
+
+Fusion
+    ``forward(image_tokens, image_pooled, tabular_tokens, tabular_pooled,
+    image_available=None, tabular_available=None) -> FusionOutput``.
+    Constructor keyword-only: ``(*, dims: FusionDims, n_classes, **hyperparameters)``.
+    Class attributes declare what it needs: ``needs_tokens`` (token sequences, not only pooled
+    vectors of the image), ``needs_tabular_tokens`` (all tabular tokens, not only the pooled one)
+    and ``handles_missing`` (accepts availability masks with ``False`` entries).
+
+Positional tensor arguments (rather than a dataclass) keep every fusion traceable by fvcore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class EncoderOutput(NamedTuple):
+    tokens: Tensor  # [B, N, d_token]
+    pooled: Tensor  # [B, d_out]
+
+
+@dataclass(frozen=True)
+class FusionDims:
+    image_pooled: int
+    image_token: int
+    tabular_pooled: int
+    tabular_token: int
+    image_tokens: int = 1  # number of image tokens (H'W'), for fusions that size position embeddings
+    tabular_tokens: int = 1
+
+
+@dataclass
+class FusionOutput:
+    logits: Tensor  # [B, n_classes] (n_classes = 1 for a binary task)
+    aux_losses: dict[str, Tensor] = field(default_factory=dict)  # already weighted; added to the task loss
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)  # detached, per batch, for reports
+
+
+class Fusion(nn.Module):
+    """Base class of fusion modules. Subclasses implement :meth:`fuse`."""
+
+    needs_tokens: ClassVar[bool] = False
+    #: False (default): the harness hands the tabular *pooled* vector as a single token (the paper's
+    #: "tabular token", and it spares caching [n, n_features + 1, d] per sample); True: all tokens.
+    needs_tabular_tokens: ClassVar[bool] = False
+    handles_missing: ClassVar[bool] = False
+    #: Hyper-parameters a search may tune, as data: name -> optuna-style spec.
+    search_space: ClassVar[dict[str, dict]] = {}
+
+    def __init__(self, *, dims: FusionDims, n_classes: int):
+        super().__init__()
+        if n_classes < 1:
+            raise ValueError(f"n_classes must be >= 1, got {n_classes!r}")
+        self.dims = dims
+        self.n_classes = n_classes
+
+    def forward(
+        self,
+        image_tokens: Tensor,
+        image_pooled: Tensor,
+        tabular_tokens: Tensor,
+        tabular_pooled: Tensor,
+        image_available: Tensor | None = None,
+        tabular_available: Tensor | None = None,
+    ) -> FusionOutput:
+        batch = image_pooled.shape[0]
+        if image_available is None:
+            image_available = torch.ones(batch, dtype=torch.bool, device=image_pooled.device)
+        if tabular_available is None:
+            tabular_available = torch.ones(batch, dtype=torch.bool, device=image_pooled.device)
+        if not self.handles_missing and not (bool(image_available.all()) and bool(tabular_available.all())):
+            raise ValueError(
+                f"{type(self).__name__} cannot take a missing modality; pick an imputation protocol "
+                "or a fusion with handles_missing=True"
+            )
+        return self.fuse(image_tokens, image_pooled, tabular_tokens, tabular_pooled, image_available, tabular_available)
+
+    def fuse(
+        self,
+        image_tokens: Tensor,
+        image_pooled: Tensor,
+        tabular_tokens: Tensor,
+        tabular_pooled: Tensor,
+        image_available: Tensor,
+        tabular_available: Tensor,
+    ) -> FusionOutput:  # pragma: no cover - abstract
+        raise TypeError(f"{type(self).__name__} must implement fuse()")
+
+    def set_confidence_ratio(self, rconf: float) -> None:
+        """Called by the harness with the measured modality confidence ratio (AMF, appendix A.4).
+
+        Fusions that do not use it ignore it.
+        """
+
+
+class MultimodalModel(nn.Module):
+    """image encoder + tabular encoder + fusion; what the *trainable* strategy optimises end to end."""
+
+    def __init__(self, image_encoder: nn.Module, tabular_encoder: nn.Module, fusion: Fusion):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.tabular_encoder = tabular_encoder
+        self.fusion = fusion
+
+    def forward(
+        self,
+        images: Tensor,
+        x_num: Tensor,
+        x_cat: Tensor | None = None,
+        image_available: Tensor | None = None,
+        tabular_available: Tensor | None = None,
+    ) -> FusionOutput:
+        img = self.image_encoder(images)
+        tab = self.tabular_encoder(x_num, x_cat)
+        tab_tokens = tab.tokens if self.fusion.needs_tabular_tokens else tab.pooled[:, None, :]
+        return self.fusion(img.tokens, img.pooled, tab_tokens, tab.pooled, image_available, tabular_available)

@@ -1,0 +1,134 @@
+"""Command line: ``python -m bench {list,run,leaderboard}``.
+
+Every user-input error becomes one line on stderr and exit code 2 (never a traceback); set
+``BENCH_DEBUG=1`` to see the traceback of an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench.errors import BenchError
+
+EPILOG_RUN = """examples:
+  python -m bench run --suite ol3i-incomplete                      # CPU default budget, synthetic data if no root
+  python -m bench run --suite ol3i-incomplete --data-root /data/ol3i   # the real OL3I release
+  python -m bench run --suite ol3i-incomplete --budget paper --seeds 2022 2023 2024 2025 2026
+  python -m bench run --suite dvm-complete --fusion amf concat --tabular ft_mamba --out runs/
+"""
+
+EPILOG_LIST = """examples:
+  python -m bench list                    # everything, by kind
+  python -m bench list fusion             # registered fusions
+  python -m bench list tabular_encoder 'ft*' --json
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description="Benchmark harness for image + tabular (EHR) fusion.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="list registered plug-ins and suites", epilog=EPILOG_LIST,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ls.add_argument("kind", nargs="?", help="image_encoder | tabular_encoder | fusion | dataset | suite")
+    ls.add_argument("pattern", nargs="?", help="shell-style wildcard, e.g. 'ft*'")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    run = sub.add_parser("run", help="run a suite and write its leaderboard", epilog=EPILOG_RUN,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--suite", required=True, help="registered suite name or path to a suite YAML")
+    run.add_argument("--out", default="runs", type=Path, help="output directory (default: runs/)")
+    run.add_argument("--seeds", nargs="+", type=int, help="seeds to run (default: the budget's first N of the suite's)")
+    run.add_argument("--budget", help="budget preset: smoke | cpu | paper (default: the suite's, usually cpu)")
+    run.add_argument("--data-root", help="directory with the real dataset files (else $BENCH_<DATASET>_ROOT, else synthetic)")
+    run.add_argument("--fusion", nargs="+", dest="fusions", help="only these fusions of the suite")
+    run.add_argument("--tabular", nargs="+", dest="tabular_encoders", help="only these tabular encoders of the suite")
+    run.add_argument("--strategy", nargs="+", dest="strategies", choices=["frozen", "trainable"], help="only these strategies")
+    run.add_argument("--force", action="store_true", help="re-run finished runs (default: skip run directories with DONE)")
+    run.add_argument("--publish", action="store_true", help="also write leaderboards/<suite>.md and .csv in this checkout")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    lb = sub.add_parser("leaderboard", help="rebuild results.csv and leaderboard.md from run directories")
+    lb.add_argument("suite_dir", type=Path, help="e.g. runs/ol3i-incomplete")
+    lb.add_argument("--publish", action="store_true", help="also write leaderboards/<suite>.md and .csv")
+    return p
+
+
+def _cmd_list(args) -> int:
+    from bench.registry import KINDS, plugin_errors, registry
+
+    kinds = [args.kind] if args.kind else list(KINDS)
+    out = {}
+    for kind in kinds:
+        reg = registry(kind)
+        out[kind] = [{"name": n, "origin": reg.entries[n].origin, "summary": reg.entries[n].summary}
+                     for n in reg.names(args.pattern)]
+    if args.json:
+        print(json.dumps(out if args.kind is None else out[args.kind], indent=2))
+        return 0
+    for kind, items in out.items():
+        print(f"{kind} ({len(items)}):")
+        for it in items:
+            origin = "" if it["origin"] == "builtin" else f"  [{it['origin']}]"
+            print(f"  {it['name']:<24}{it['summary'][:80]}{origin}")
+    for name, err in plugin_errors.items():
+        print(f"warning: plug-in {name} failed to load: {err}", file=sys.stderr)
+    return 0
+
+
+def _repo_leaderboards_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "leaderboards"
+
+
+def _cmd_run(args) -> int:
+    from bench.pipeline import run_suite
+    from bench.suite import load_suite
+
+    suite = load_suite(args.suite, budget=args.budget, seeds=args.seeds, fusions=args.fusions,
+                       tabular_encoders=args.tabular_encoders, strategies=args.strategies)
+    t0 = time.perf_counter()
+    result = run_suite(suite, out=args.out, data_root=args.data_root, force=args.force, progress=not args.no_progress)
+    if args.publish:
+        from bench.leaderboard import write_leaderboard
+
+        write_leaderboard(result.suite_dir, expected_seeds=suite.seeds, publish_to=_repo_leaderboards_dir())
+    md = (result.suite_dir / "leaderboard.md").read_text()
+    print(md)
+    print(f"[bench] {len(result.reports)} runs in {result.suite_dir} | wall time {time.perf_counter() - t0:.0f} s | "
+          f"leaderboard: {result.suite_dir / 'leaderboard.md'}")
+    return 0
+
+
+def _cmd_leaderboard(args) -> int:
+    from bench.leaderboard import write_leaderboard
+
+    if not args.suite_dir.is_dir():
+        raise BenchError(f"{str(args.suite_dir)!r} is not a directory; pass a suite directory such as runs/ol3i-incomplete")
+    path = write_leaderboard(args.suite_dir, publish_to=_repo_leaderboards_dir() if args.publish else None)
+    print(path.read_text())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return {"list": _cmd_list, "run": _cmd_run, "leaderboard": _cmd_leaderboard}[args.command](args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished runs are kept and skipped on the next run", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: one line, traceback on demand
+        if os.environ.get("BENCH_DEBUG"):
+            raise
+        print(f"bench: internal error: {type(exc).__name__}: {exc} (set BENCH_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1

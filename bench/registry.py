@@ -1,0 +1,180 @@
+"""One registry for every pluggable kind: image encoders, tabular encoders, fusions, datasets, suites.
+
+Design (after timm's ``_registry.py`` and lm-eval's ``api/registry.py``):
+
+* a builder registers under a name with a decorator (``@register_fusion("amf")``) or lazily as a
+  ``"module:attr"`` string, so ``bench list`` never imports torch-heavy modules it does not need;
+* third-party packages register through entry points (groups ``bench.fusions``,
+  ``bench.tabular_encoders``, ``bench.image_encoders``, ``bench.datasets``, ``bench.suites``);
+  built-ins win a name clash, with a logged warning; a plug-in that fails to import is reported
+  by name and does not break the rest;
+* lookups of unknown names raise :class:`~bench.errors.UnknownNameError` with close matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import importlib.util
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from bench.errors import UnknownNameError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("image_encoder", "tabular_encoder", "fusion", "dataset", "suite")
+ENTRY_POINT_GROUPS = {
+    "image_encoder": "bench.image_encoders",
+    "tabular_encoder": "bench.tabular_encoders",
+    "fusion": "bench.fusions",
+    "dataset": "bench.datasets",
+    "suite": "bench.suites",
+}
+
+
+@dataclass
+class Entry:
+    name: str
+    kind: str
+    target: Any  # the object, or a "module:attr" string resolved on first use
+    origin: str = "builtin"  # "builtin" or the distribution / module that registered it
+    summary: str = ""
+
+    def load(self) -> Any:
+        if isinstance(self.target, str):
+            module_name, _, attr = self.target.partition(":")
+            obj = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            self.target = obj
+        return self.target
+
+
+@dataclass
+class Registry:
+    kind: str
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    def add(self, name: str, target: Any, *, origin: str = "builtin", summary: str = "") -> None:
+        if not name or not name.replace("-", "_").replace(".", "_").isidentifier():
+            raise ValueError(f"invalid {self.kind} name {name!r}: use letters, digits, '-', '_' or '.'")
+        old = self.entries.get(name)
+        if old is not None and old.target is not target:
+            if old.origin == "builtin" and origin != "builtin":
+                log.warning("%s %r from %s ignored: the built-in of that name wins", self.kind, name, origin)
+                return
+            log.warning("%s %r re-registered by %s (was %s)", self.kind, name, origin, old.origin)
+        self.entries[name] = Entry(name, self.kind, target, origin, summary)
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        names = sorted(self.entries)
+        if pattern:
+            names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        return names
+
+    def get(self, name: str) -> Any:
+        entry = self.entries.get(name)
+        if entry is None:
+            raise UnknownNameError(self.kind, name, difflib.get_close_matches(name, self.entries, n=3, cutoff=0.5))
+        return entry.load()
+
+    def entry(self, name: str) -> Entry:
+        self.get(name)
+        return self.entries[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+
+_REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
+_loaded = False
+plugin_errors: dict[str, str] = {}
+
+
+def registry(kind: str) -> Registry:
+    """The registry of one kind, with built-ins and entry-point plug-ins loaded."""
+    if kind not in _REGISTRIES:
+        raise UnknownNameError("kind", kind, difflib.get_close_matches(kind, KINDS, n=3, cutoff=0.4))
+    _ensure_loaded()
+    return _REGISTRIES[kind]
+
+
+def _decorator(kind: str, name: str | None, summary: str | None) -> Callable[[Any], Any]:
+    def wrap(obj: Any) -> Any:
+        doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+        module = getattr(obj, "__module__", "") or ""
+        origin = "builtin" if module.startswith(("baselines", "bench")) else module.split(".")[0]
+        _REGISTRIES[kind].add(name or obj.__name__, obj, origin=origin, summary=summary or (doc[0] if doc else ""))
+        return obj
+
+    return wrap
+
+
+def register_image_encoder(name: str | None = None, *, summary: str | None = None):
+    return _decorator("image_encoder", name, summary)
+
+
+def register_tabular_encoder(name: str | None = None, *, summary: str | None = None):
+    return _decorator("tabular_encoder", name, summary)
+
+
+def register_fusion(name: str | None = None, *, summary: str | None = None):
+    return _decorator("fusion", name, summary)
+
+
+def register_dataset(name: str | None = None, *, summary: str | None = None):
+    return _decorator("dataset", name, summary)
+
+
+def register_suite(name: str, path: str, *, origin: str = "builtin", summary: str = "") -> None:
+    """Suites are YAML files; third parties may register extra ones by path."""
+    _REGISTRIES["suite"].add(name, path, origin=origin, summary=summary)
+
+
+def _iter_entry_points(group: str) -> Iterable[metadata.EntryPoint]:
+    try:
+        return metadata.entry_points(group=group)
+    except Exception:  # pragma: no cover - broken metadata should not break bench
+        return ()
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import baselines  # noqa: F401  (registers the built-ins through the public decorators)
+    from bench.suites import register_builtin_suites
+
+    register_builtin_suites()
+    for kind, group in ENTRY_POINT_GROUPS.items():
+        for ep in _iter_entry_points(group):
+            origin = ep.dist.name if getattr(ep, "dist", None) else ep.value.split(":")[0]
+            try:
+                if kind == "suite":
+                    target = ep.load()
+                    path = target() if callable(target) else target
+                    register_suite(ep.name, str(path), origin=origin)
+                else:
+                    # Lazy: the plug-in is imported when first used; import errors surface then,
+                    # but a module that cannot even be found is reported now.
+                    module_name = ep.value.split(":")[0]
+                    if importlib.util.find_spec(module_name) is None:
+                        raise ImportError(f"module {module_name!r} not found")
+                    _REGISTRIES[kind].add(ep.name, ep.value, origin=origin)
+            except Exception as exc:  # a broken plug-in is reported by name, never fatal
+                plugin_errors[f"{group}:{ep.name}"] = f"{type(exc).__name__}: {exc}"
+                log.warning("plug-in %s (%s) failed to load: %s", ep.name, group, exc)
+
+
+def list_names(kind: str, pattern: str | None = None) -> list[str]:
+    return registry(kind).names(pattern)
+
+
+def get(kind: str, name: str) -> Any:
+    return registry(kind).get(name)
