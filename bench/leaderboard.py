@@ -147,7 +147,8 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
                   ""]
     imp = suite_meta.get("importance")
     if imp:
-        top = ", ".join(f"`{k}` {v:.1%}" for k, v in list(imp["scores"].items())[:5])
+        ranked = sorted(imp["scores"].items(), key=lambda kv: -kv[1])[:5]
+        top = ", ".join(f"`{k}` {v:.1%}" for k, v in ranked)
         lines += [f"Feature importance (integrated gradients, supervised `{imp['model']}` on the training split): {top}.", ""]
     return "\n".join(lines)
 

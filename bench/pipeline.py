@@ -163,6 +163,17 @@ def build_fusion(name: str, dims: FusionDims, n_classes: int, kwargs: dict, rcon
     return fusion
 
 
+def confidence_ratio(metric_image: float, metric_tabular: float, *, floor: float = 1e-3, bounds=(0.05, 20.0)) -> float:
+    """Rconf = Confidence(image) / Confidence(tabular) (eq. 3), each measured by a frozen probe.
+
+    A probe can score 0 (e.g. accuracy on a tiny multi-class sample); both metrics are floored at
+    ``floor`` and the ratio clipped to ``bounds`` so that AMF keeps at least a few dimensions per
+    modality instead of failing.
+    """
+    ratio = max(metric_image, floor) / max(metric_tabular, floor)
+    return float(min(max(ratio, bounds[0]), bounds[1]))
+
+
 class _Probe(nn.Module):
     def __init__(self, d: int, n_out: int):
         super().__init__()
@@ -280,7 +291,7 @@ def run_suite(
             probe_cfg = budget.get("probes", {"max_epochs": 50, "patience": 10})
             m_img = unimodal_probe(img_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
             m_tab = unimodal_probe(tab_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
-            rconf = m_img / m_tab if m_tab > 0 else 1.0
+            rconf = confidence_ratio(m_img, m_tab)
             _say(f"[bench] {tab_name} / {proto.describe()}: unimodal probes (val) image {m_img:.4f}, "
                  f"tabular {m_tab:.4f} -> Rconf {rconf:.3f}")
             probes = {"image_val": m_img, "tabular_val": m_tab, "rconf": rconf}

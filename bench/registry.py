@@ -46,7 +46,7 @@ class Entry:
     summary: str = ""
 
     def load(self) -> Any:
-        if isinstance(self.target, str):
+        if isinstance(self.target, str) and self.kind != "suite":  # suites are YAML paths
             module_name, _, attr = self.target.partition(":")
             obj = importlib.import_module(module_name)
             for part in attr.split("."):
@@ -149,6 +149,7 @@ def _ensure_loaded() -> None:
         return
     _loaded = True
     import baselines  # noqa: F401  (registers the built-ins through the public decorators)
+    import bench.data  # noqa: F401  (dataset adapters)
     from bench.suites import register_builtin_suites
 
     register_builtin_suites()

@@ -150,7 +150,7 @@ def fit(
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
             opt.step()
-            total += float(batch_loss)
+            total += batch_loss.item()
             steps += 1
         val_logits = predict(model, forward, val_idx, max(cfg.batch_size, 256))
         val = evaluate(task, y[val_idx], val_logits)["value"]

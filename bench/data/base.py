@@ -116,15 +116,17 @@ def resolve_root(root, env_var: str, dataset: str, expected: str) -> Path:
         )
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise DataError(f"{dataset} data folder {str(path)!r} does not exist: pass --data-root or set {env_var} to the folder holding {expected}")
+        raise DataError(
+            f"{dataset} data folder {str(path)!r} does not exist or is not a folder: pass --data-root or set {env_var} to the folder holding {expected}"
+        )
     return path
 
 
 def default_cache_dir(dataset: str, cache_dir=None) -> Path:
-    """``cache_dir`` if given, else ``$BENCH_CACHE_DIR/<dataset>``, else ``~/.cache/bench/<dataset>``."""
+    """``cache_dir`` if given, else ``$BENCH_CACHE/<dataset>``, else ``~/.cache/bench/<dataset>``."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    base = os.environ.get("BENCH_CACHE_DIR")
+    base = os.environ.get("BENCH_CACHE")
     return (Path(base).expanduser() if base else Path.home() / ".cache" / "bench") / dataset
 
 

@@ -10,6 +10,10 @@ SUITES_DIR = Path(__file__).parent
 def register_builtin_suites() -> None:
     from bench.registry import register_suite
 
+    import yaml
+
     for path in sorted(SUITES_DIR.glob("*.yaml")):
         if not path.name.startswith("_"):
-            register_suite(path.stem, str(path))
+            doc = yaml.safe_load(path.read_text()) or {}
+            summary = f"v{doc.get('version', 1)}: {doc.get('description', '')}"
+            register_suite(path.stem, str(path), summary=summary)
