@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fusion", nargs="+", dest="fusions", help="only these fusions of the suite")
     run.add_argument("--tabular", nargs="+", dest="tabular_encoders", help="only these tabular encoders of the suite")
     run.add_argument("--strategy", nargs="+", dest="strategies", choices=["frozen", "trainable"], help="only these strategies")
+    run.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:N]")
     run.add_argument("--force", action="store_true", help="re-run finished runs (default: skip run directories with DONE)")
     run.add_argument("--publish", action="store_true", help="also write leaderboards/<suite>.md and .csv in this checkout")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -94,7 +95,8 @@ def _cmd_run(args) -> int:
     suite = load_suite(args.suite, budget=args.budget, seeds=args.seeds, fusions=args.fusions,
                        tabular_encoders=args.tabular_encoders, strategies=args.strategies)
     t0 = time.perf_counter()
-    result = run_suite(suite, out=args.out, data_root=args.data_root, force=args.force, progress=not args.no_progress)
+    result = run_suite(suite, out=args.out, data_root=args.data_root, force=args.force, progress=not args.no_progress,
+                       device=args.device)
     if args.publish:
         from bench.leaderboard import write_leaderboard
 

@@ -18,6 +18,7 @@ For one suite::
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import time
@@ -93,7 +94,7 @@ class Prepared:
 def prepare(data: MultimodalData) -> Prepared:
     from bench.data.preprocess import fit_preprocessor
 
-    if not np.isfinite(data.y).all() if data.y.dtype.kind == "f" else False:
+    if data.y.dtype.kind == "f" and not np.isfinite(data.y).all():
         raise DataError("labels contain NaN; drop or fix those rows before running")
     train, val, test = data.indices("train"), data.indices("val"), data.indices("test")
     for name, idx in (("train", train), ("val", val), ("test", test)):
@@ -121,12 +122,26 @@ class Features:
     tab_tokens: torch.Tensor | None
 
 
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} was asked for but CUDA is not available; use --device cpu")
+    return torch.device(device)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @torch.inference_mode()
 def encode_images(encoder: nn.Module, images: np.ndarray, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     encoder.eval()
+    dev = _device_of(encoder)
     toks, pooled = [], []
     for i in range(0, len(images), batch_size):
-        out = encoder(torch.as_tensor(np.asarray(images[i : i + batch_size])))
+        out = encoder(torch.as_tensor(np.asarray(images[i : i + batch_size])).to(dev))
         toks.append(out.tokens.clone())
         pooled.append(out.pooled.clone())
     return torch.cat(toks), torch.cat(pooled)
@@ -135,10 +150,11 @@ def encode_images(encoder: nn.Module, images: np.ndarray, batch_size: int = 256)
 @torch.inference_mode()
 def encode_tabular(encoder: nn.Module, x_num: np.ndarray, x_cat: np.ndarray, keep_tokens: bool, batch_size: int = 512):
     encoder.eval()
+    dev = _device_of(encoder)
     toks, pooled = [], []
     for i in range(0, len(x_num), batch_size):
-        xc = torch.as_tensor(x_cat[i : i + batch_size]) if x_cat.shape[1] else None
-        out = encoder(torch.as_tensor(x_num[i : i + batch_size]), xc)
+        xc = torch.as_tensor(x_cat[i : i + batch_size]).to(dev) if x_cat.shape[1] else None
+        out = encoder(torch.as_tensor(x_num[i : i + batch_size]).to(dev), xc)
         pooled.append(out.pooled.clone())
         if keep_tokens:
             toks.append(out.tokens.clone())
@@ -187,7 +203,7 @@ def unimodal_probe(features: torch.Tensor, prep: Prepared, loss: LossConfig, cfg
     """Frozen encoder + linear head; returns the validation metric (appendix A.4)."""
     data = prep.data
     torch.manual_seed(seed)
-    probe = _Probe(features.shape[1], 1 if data.task == "binary" else data.n_classes)
+    probe = _Probe(features.shape[1], 1 if data.task == "binary" else data.n_classes).to(features.device)
     res = fit(probe, lambda m, idx: FusionOutput(m(features[idx])), data.y, prep.train, prep.val,
               FitConfig(lr=lr, max_epochs=int(cfg["max_epochs"]), patience=int(cfg["patience"]), batch_size=256, seed=seed),
               task=data.task, loss=loss)
@@ -209,8 +225,10 @@ def run_suite(
     data_root: str | None = None,
     force: bool = False,
     progress: bool = True,
+    device: str = "auto",
 ) -> SuiteResult:
     t_start = time.perf_counter()
+    dev = resolve_device(device)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     env = environment()
     suite_dir = out / suite.name
@@ -268,11 +286,13 @@ def run_suite(
         img_enc, tab_enc, pinfo = pretrain_pair(
             images=data.images, x_num=prep.tab.x_num, x_cat=prep.tab.x_cat, train_idx=prep.train,
             image_spec=image_spec, tabular_spec=tab_spec, cfg=pcfg, seed=PRETRAIN_SEED,
-            data_checksum=prov["checksum"], progress=pbar)
+            data_checksum=prov["checksum"], device=dev, progress=pbar)
         pbar.close()
         _say(f"[bench] pretrained {image_label}+{tab_name}: ITC {pinfo.get('first_itc_loss')} -> "
              f"{pinfo.get('final_itc_loss')} ({'cache' if pinfo['cached'] else str(pinfo['seconds']) + ' s'})")
         img_tokens = img_pooled = None  # image features do not depend on the protocol: encode once
+        if hasattr(tab_enc, "tokens_needed"):  # no fusion reads all tabular tokens: skip computing them
+            tab_enc.tokens_needed = any(getattr(get("fusion", f), "needs_tabular_tokens", False) for f in suite.fusions)
 
         for proto_name, proto in protocols.items():
             specs_left = [
@@ -292,8 +312,11 @@ def run_suite(
             m_img = unimodal_probe(img_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
             m_tab = unimodal_probe(tab_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
             rconf = confidence_ratio(m_img, m_tab)
+            override = suite.raw.get("rconf", "measured")
+            if override != "measured":  # a suite may fix Rconf, e.g. the paper's ablation values (4.6.1)
+                rconf = float(override)
             _say(f"[bench] {tab_name} / {proto.describe()}: unimodal probes (val) image {m_img:.4f}, "
-                 f"tabular {m_tab:.4f} -> Rconf {rconf:.3f}")
+                 f"tabular {m_tab:.4f} -> Rconf {rconf:.3f}{'' if override == 'measured' else ' (fixed by the suite)'}")
             probes = {"image_val": m_img, "tabular_val": m_tab, "rconf": rconf}
 
             for fusion_name in suite.fusions:
@@ -313,15 +336,25 @@ def run_suite(
                         continue
                     ctx = _RunContext(prep, feats, proto, img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs,
                                       rconf, strategy, loss, budget)
-                    best, search_info = search_hyperparameters(
-                        ctx.objective, fusion_cls=fusion_cls, strategy=strategy, budget=budget.get("search", {}),
-                        seed=suite.seeds[0])
+                    # one search per (tabular encoder, fusion, strategy[, protocol]), saved in the suite
+                    # directory; with per_protocol false the first protocol's choice is reused
+                    search_cfg = budget.get("search", {})
+                    search_key = (tab_name, fusion_name, strategy, proto_name if search_cfg.get("per_protocol", True) else "*")
+                    search_file = suite_dir / "search" / ("__".join(search_key).replace("*", "all") + ".json")
+                    if search_file.exists() and not force:
+                        saved = json.loads(search_file.read_text())
+                        best, search_info = saved["best"], saved["info"]
+                    else:
+                        best, search_info = search_hyperparameters(
+                            ctx.objective, fusion_cls=fusion_cls, strategy=strategy, budget=search_cfg,
+                            seed=suite.seeds[0])
+                        atomic_write_json(search_file, {"best": best, "info": {**search_info, "protocol": proto_name}})
                     bar.set_postfix_str(f"{tab_name}/{fusion_name}/{strategy}/{proto_name}")
                     for sp in todo:
                         t0 = time.perf_counter()
                         model, fit_res = ctx.train(best, sp.seed)
-                        test_logits = predict(model, ctx.forward, prep.test, 512)
-                        val_logits = predict(model, ctx.forward, prep.val, 512)
+                        test_logits = predict(model, ctx.forward, prep.test, 256)
+                        val_logits = fit_res.best_val_logits
                         test = evaluate(data.task, data.y[prep.test], test_logits)
                         val = evaluate(data.task, data.y[prep.val], val_logits)
                         report = RunReport(
@@ -351,7 +384,7 @@ def _profile(img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs, rconf, d
     from bench.profile import profile_model
 
     fusion = build_fusion(fusion_name, dims, n_out, fusion_kwargs, rconf)
-    model = MultimodalModel(copy.deepcopy(img_enc), copy.deepcopy(tab_enc), fusion).eval()
+    model = MultimodalModel(copy.deepcopy(img_enc), copy.deepcopy(tab_enc), fusion.to(_device_of(img_enc))).eval()
     example = {
         "images": torch.as_tensor(np.asarray(data.images[:1])),
         "x_num": torch.zeros(1, len(data.num_names)),
@@ -372,6 +405,7 @@ class _RunContext:
         self.fusion_kwargs, self.rconf, self.strategy, self.loss = fusion_kwargs, rconf, strategy, loss
         self.cfg = budget["finetune"][strategy]
         self.images = prep.data.images
+        self.device = _device_of(img_enc)
         self.x_num_t = torch.as_tensor(proto.x_num)
         self.x_cat_t = torch.as_tensor(proto.x_cat)
         self.has_cat = proto.x_cat.shape[1] > 0
@@ -382,16 +416,17 @@ class _RunContext:
             f = self.feats
             tab_tok = f.tab_tokens[idx] if f.tab_tokens is not None and model.needs_tabular_tokens else f.tab_pooled[idx][:, None]
             return model(f.image_tokens[idx], f.image_pooled[idx], tab_tok, f.tab_pooled[idx])
-        images = torch.as_tensor(np.asarray(self.images[idx]))
-        return model(images, self.x_num_t[idx], self.x_cat_t[idx] if self.has_cat else None)
+        dev = self.device
+        images = torch.as_tensor(np.asarray(self.images[idx])).to(dev)
+        return model(images, self.x_num_t[idx].to(dev), self.x_cat_t[idx].to(dev) if self.has_cat else None)
 
     def build(self, hp: dict, seed: int) -> nn.Module:
         torch.manual_seed(seed)
         fusion_hp = {k: v for k, v in hp.items() if k not in ("lr", "weight_decay")}
         fusion = build_fusion(self.fusion_name, self.dims, self.n_out, {**self.fusion_kwargs, **fusion_hp}, self.rconf)
         if self.strategy == "frozen":
-            return fusion
-        return MultimodalModel(copy.deepcopy(self.img_enc), copy.deepcopy(self.tab_enc), fusion)
+            return fusion.to(self.device)
+        return MultimodalModel(copy.deepcopy(self.img_enc), copy.deepcopy(self.tab_enc), fusion).to(self.device)
 
     def train(self, hp: dict, seed: int, max_epochs: int | None = None):
         model = self.build(hp, seed)

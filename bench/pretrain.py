@@ -106,6 +106,7 @@ def pretrain_pair(
     cfg: dict,
     seed: int,
     data_checksum: str,
+    device: torch.device | str = "cpu",
     progress=None,
 ) -> tuple[nn.Module, nn.Module, dict]:
     """Return (image_encoder, tabular_encoder, info) after ITC pretraining, loading from cache if present."""
@@ -117,12 +118,12 @@ def pretrain_pair(
         state = torch.load(path, map_location="cpu", weights_only=True)
         img_enc.load_state_dict(state["image"])
         tab_enc.load_state_dict(state["tabular"])
-        return img_enc, tab_enc, {**state["info"], "cached": True, "cache_key": key}
+        return img_enc.to(device), tab_enc.to(device), {**state["info"], "cached": True, "cache_key": key}
 
     t0 = time.perf_counter()
     d_proj = int(cfg.get("projection_dim", 128))
     head_img, head_tab = projection_head(img_enc.d_out, d_proj), projection_head(tab_enc.d_out, d_proj)
-    modules = nn.ModuleList([img_enc, tab_enc, head_img, head_tab])
+    modules = nn.ModuleList([img_enc, tab_enc, head_img, head_tab]).to(device)
     opt = torch.optim.Adam(modules.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0)))
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -142,8 +143,9 @@ def pretrain_pair(
             if len(sel) < 2:
                 continue
             idx = pool[sel]
-            img = augment_images(torch.as_tensor(np.asarray(images[np.sort(idx)]))[np.argsort(np.argsort(idx))], gen)
+            img = augment_images(torch.as_tensor(np.asarray(images[idx])), gen).to(device)
             xn, xc = corrupt_tabular(pool_num[sel], pool_cat[sel], pool_num, pool_cat, gen)
+            xn, xc = xn.to(device), xc.to(device)
             z_img = head_img(img_enc(img).pooled)
             z_tab = head_tab(tab_enc(xn, xc if xc.shape[1] else None).pooled)
             loss = itc_loss(z_img, z_tab, float(cfg.get("temperature", 0.1)))
@@ -163,7 +165,8 @@ def pretrain_pair(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"image": img_enc.state_dict(), "tabular": tab_enc.state_dict(), "info": info}, tmp)
+    cpu_state = {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in (("image", img_enc), ("tabular", tab_enc))}
+    torch.save({**cpu_state, "info": info}, tmp)
     os.replace(tmp, path)
     return img_enc, tab_enc, {**info, "cached": False, "cache_key": key}
 

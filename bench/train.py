@@ -62,6 +62,7 @@ class FitResult:
     best_epoch: int
     epochs_run: int
     history: list[dict] = field(default_factory=list)
+    best_val_logits: np.ndarray | None = None  # validation logits of the restored (best) weights
 
 
 def task_loss(logits: Tensor, y: Tensor, task: str, loss: LossConfig) -> Tensor:
@@ -128,7 +129,7 @@ def fit(
         raise ConfigError("nothing to train: the model has no trainable parameters")
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     y_t = torch.as_tensor(y)
-    best_val, best_epoch, best_state, wait = -math.inf, -1, None, 0
+    best_val, best_epoch, best_state, best_logits, wait = -math.inf, -1, None, None, 0
     history: list[dict] = []
     epoch = 0
     for epoch in range(cfg.max_epochs):
@@ -152,13 +153,13 @@ def fit(
             opt.step()
             total += batch_loss.item()
             steps += 1
-        val_logits = predict(model, forward, val_idx, max(cfg.batch_size, 256))
+        val_logits = predict(model, forward, val_idx, 256)
         val = evaluate(task, y[val_idx], val_logits)["value"]
         history.append({"epoch": epoch, "train_loss": total / max(steps, 1), "val": val})
         if on_epoch:
             on_epoch(epoch, val)
         if val > best_val + cfg.min_delta or best_state is None:
-            best_val, best_epoch, wait = val, epoch, 0
+            best_val, best_epoch, best_logits, wait = val, epoch, val_logits, 0
             best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
         else:
             wait += 1
@@ -166,4 +167,5 @@ def fit(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best_val=float(best_val), best_epoch=best_epoch, epochs_run=epoch + 1, history=history)
+    return FitResult(best_val=float(best_val), best_epoch=best_epoch, epochs_run=epoch + 1, history=history,
+                     best_val_logits=best_logits)

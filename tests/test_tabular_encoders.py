@@ -169,6 +169,10 @@ def test_ft_transformer_matches_rtdl():
     expected = ref(*x)
     got = ref.backbone.output.linear(F.relu(out.pooled))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    enc.tokens_needed = False  # [CLS]-only last block: same pooled output, one token
+    lean = enc(*x)
+    assert lean.tokens.shape[1] == 1
+    torch.testing.assert_close(lean.pooled, out.pooled, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

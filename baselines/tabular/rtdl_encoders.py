@@ -280,6 +280,10 @@ class FTTransformerEncoder(nn.Module):
         self.d_out = d_token
         self.d_token = d_token
         self.n_tokens = 1 + n_num + len(cards)
+        #: The harness sets this to False when no fusion reads the tabular token sequence; the last
+        #: block then updates only [CLS] (as rtdl itself does) and ``tokens`` is ``pooled[:, None]``.
+        #: Pooled outputs are identical either way; it saves ~40% of the encoder's time.
+        self.tokens_needed = True
 
     def tokenize(self, x_num: Tensor, x_cat: Tensor | None = None) -> Tensor:
         """The input tokens ``[B, n_tokens, d_token]``, [CLS] first."""
@@ -289,11 +293,16 @@ class FTTransformerEncoder(nn.Module):
     def forward(self, x_num: Tensor, x_cat: Tensor | None = None) -> EncoderOutput:
         x = self.tokenize(x_num, x_cat)
         # rtdl's FTTransformerBackbone.forward, with every token kept in the last block.
-        for block in self.backbone.blocks:
+        last = len(self.backbone.blocks) - 1
+        for i, block in enumerate(self.backbone.blocks):
             residual = x
             if "attention_normalization" in block:
                 x = block["attention_normalization"](x)
-            x = residual + block["attention_residual_dropout"](block["attention"](x, x))
+            if i == last and not self.tokens_needed:
+                residual, query = residual[:, :1], x[:, :1]
+            else:
+                query = x
+            x = residual + block["attention_residual_dropout"](block["attention"](query, x))
             residual = x
             x = residual + block["ffn_residual_dropout"](block["ffn"](block["ffn_normalization"](x)))
             x = block["output"](x)

@@ -8,9 +8,9 @@ SUITES_DIR = Path(__file__).parent
 
 
 def register_builtin_suites() -> None:
-    from bench.registry import register_suite
-
     import yaml
+
+    from bench.registry import register_suite
 
     for path in sorted(SUITES_DIR.glob("*.yaml")):
         if not path.name.startswith("_"):

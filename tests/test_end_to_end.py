@@ -1,0 +1,65 @@
+"""The main job end to end at the `smoke` budget: every fusion, encoder, strategy and protocol, tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.leaderboard import write_leaderboard
+from bench.results import RESULT_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def ol3i_smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    rc = main(["run", "--suite", "ol3i-incomplete", "--budget", "smoke", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    return out / "ol3i-incomplete"
+
+
+def test_results_table_complete(ol3i_smoke):
+    df = pd.read_csv(ol3i_smoke / "results.csv")
+    assert list(df.columns) == RESULT_COLUMNS
+    # 3 fusions x 3 tabular encoders x 2 strategies x 2 protocols x 2 seeds
+    assert len(df) == 72
+    assert set(df.protocol) == {"complete", "incomplete-tabular"}
+    assert set(df.strategy) == {"frozen", "trainable"}
+    assert (df.data_source == "synthetic").all() and (df.metric == "auc").all()
+    assert df.test_value.between(0, 1).all()
+    assert (df.params_fusion > 0).all() and (df.params_total > df.params_fusion).all()
+    assert (df.gmac_fusion > 0).all() and (df.latency_ms_p50 > 0).all()
+    assert df.device.str.startswith("cpu").all()
+
+
+def test_leaderboard_is_rebuilt_from_run_directories(ol3i_smoke, tmp_path):
+    before = (ol3i_smoke / "results.csv").read_text()
+    write_leaderboard(ol3i_smoke, publish_to=tmp_path)
+    assert (ol3i_smoke / "results.csv").read_text() == before
+    md = (tmp_path / "ol3i-incomplete.md").read_text()
+    assert "SYNTHETIC" in md and "drop" in md and "Rconf" in md and "commit" in md
+
+
+def test_rerun_skips_finished_runs(ol3i_smoke):
+    reports = sorted(ol3i_smoke.glob("runs/*/report.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in reports}
+    assert main(["run", "--suite", "ol3i-incomplete", "--budget", "smoke", "--out", str(ol3i_smoke.parent),
+                 "--no-progress"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in reports} == stamps
+
+
+def test_incomplete_protocol_masks_the_top_feature(ol3i_smoke):
+    meta = json.loads((ol3i_smoke / "suite.json").read_text())
+    top = meta["importance"]["ranking"][0]
+    assert top in meta["protocols"]["incomplete-tabular"]
+
+
+def test_dvm_complete_multiclass(tmp_path):
+    rc = main(["run", "--suite", "dvm-complete", "--budget", "smoke", "--out", str(tmp_path), "--no-progress",
+               "--tabular", "mlp", "ft_mamba", "--strategy", "frozen"])
+    assert rc == 0
+    df = pd.read_csv(tmp_path / "dvm-complete" / "results.csv")
+    assert (df.metric == "acc").all() and len(df) == 3 * 2 * 2
+    assert "101 classes" in (tmp_path / "dvm-complete" / "leaderboard.md").read_text()
