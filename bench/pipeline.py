@@ -55,6 +55,7 @@ from bench.train import FitConfig, LossConfig, fit, predict
 log = logging.getLogger(__name__)
 
 PRETRAIN_SEED = 2022  # AMF-MedIT A.3: hyper-parameters are chosen with the fixed seed 2022
+HEAD_FILE = "fusion_head.pt"
 
 
 def _say(msg: str) -> None:
@@ -334,8 +335,18 @@ def run_suite(
                     bar.update(len(specs) - len(todo))
                     if not todo:
                         continue
+                    warm = strategy == "trainable" and budget["finetune"]["trainable"].get("warm_start") == "frozen"
+                    if warm and "frozen" not in suite.strategies:
+                        raise ConfigError(f"budget {suite.budget_name!r} warm-starts trainable runs from the frozen "
+                                          "runs' heads; include the frozen strategy (or use a budget without warm_start)")
+
+                    def head_of(seed: int) -> Path | None:
+                        if not warm:
+                            return None
+                        return run_dir(out, RunSpec(suite.name, proto_name, image_label, tab_name, fusion_name, "frozen", seed)) / HEAD_FILE
+
                     ctx = _RunContext(prep, feats, proto, img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs,
-                                      rconf, strategy, loss, budget)
+                                      rconf, strategy, loss, budget, head_of)
                     # one search per (tabular encoder, fusion, strategy[, protocol]), saved in the suite
                     # directory; with per_protocol false the first protocol's choice is reused
                     search_cfg = budget.get("search", {})
@@ -353,6 +364,10 @@ def run_suite(
                     for sp in todo:
                         t0 = time.perf_counter()
                         model, fit_res = ctx.train(best, sp.seed)
+                        rd = run_dir(out, sp)
+                        if strategy == "frozen":  # the head a warm-started trainable run starts from
+                            rd.mkdir(parents=True, exist_ok=True)
+                            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, rd / HEAD_FILE)
                         test_logits = predict(model, ctx.forward, prep.test, 256)
                         val_logits = fit_res.best_val_logits
                         test = evaluate(data.task, data.y[prep.test], test_logits)
@@ -364,10 +379,11 @@ def run_suite(
                             training={"epochs_run": fit_res.epochs_run, "best_epoch": fit_res.best_epoch,
                                       "seconds": round(time.perf_counter() - t0, 2), "history": fit_res.history,
                                       "search": search_info, "pretraining": pinfo, "probes": probes,
-                                      "protocol": proto.describe()},
+                                      "protocol": proto.describe(),
+                                      "warm_start": "frozen head of the same seed" if warm else "none"},
                             environment=env)
                         ids = data.ids if data.ids is not None else np.arange(data.n)
-                        write_run(run_dir(out, sp), report, {"spec": sp.__dict__, "hyperparameters": report.hyperparameters,
+                        write_run(rd, report, {"spec": sp.__dict__, "hyperparameters": report.hyperparameters,
                                                               "budget": budget, "loss": suite.loss},
                                   {"test_ids": np.asarray(ids)[prep.test].astype(str), "test_y": data.y[prep.test],
                                    "test_logits": test_logits, "val_y": data.y[prep.val], "val_logits": val_logits})
@@ -398,12 +414,13 @@ class _RunContext:
     """Everything one (protocol, encoder pair, fusion, strategy) needs to train for a seed."""
 
     def __init__(self, prep, feats, proto: AppliedProtocol, img_enc, tab_enc, fusion_name, dims, n_out,
-                 fusion_kwargs, rconf, strategy, loss, budget):
+                 fusion_kwargs, rconf, strategy, loss, budget, head_of=lambda seed: None):
         self.prep, self.feats, self.proto = prep, feats, proto
         self.img_enc, self.tab_enc = img_enc, tab_enc
         self.fusion_name, self.dims, self.n_out = fusion_name, dims, n_out
         self.fusion_kwargs, self.rconf, self.strategy, self.loss = fusion_kwargs, rconf, strategy, loss
         self.cfg = budget["finetune"][strategy]
+        self.head_of = head_of  # seed -> path of a fusion state to start from (warm start), or None
         self.images = prep.data.images
         self.device = _device_of(img_enc)
         self.x_num_t = torch.as_tensor(proto.x_num)
@@ -424,6 +441,12 @@ class _RunContext:
         torch.manual_seed(seed)
         fusion_hp = {k: v for k, v in hp.items() if k not in ("lr", "weight_decay")}
         fusion = build_fusion(self.fusion_name, self.dims, self.n_out, {**self.fusion_kwargs, **fusion_hp}, self.rconf)
+        head = self.head_of(seed)
+        if head is not None:
+            if not head.exists():
+                raise ConfigError(f"warm start needs the frozen run's head {str(head)!r}, which is missing; "
+                                  "re-run the frozen strategy (--force) first")
+            fusion.load_state_dict(torch.load(head, map_location="cpu", weights_only=True))
         if self.strategy == "frozen":
             return fusion.to(self.device)
         return MultimodalModel(copy.deepcopy(self.img_enc), copy.deepcopy(self.tab_enc), fusion).to(self.device)
