@@ -115,7 +115,8 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
         + (f"; {prov['protocol_note']}" if prov.get("protocol_note") else ""),
         f"- **Metric**: test {metric_label}, mean ± std over seeds {sorted(map(int, df['seed'].unique()))}"
         f" ({n_expected} per cell)",
-        f"- **Budget**: `{df['budget'].iloc[0]}`; search: {_describe_search(search)}",
+        f"- **Budget**: `{df['budget'].iloc[0]}`; search: {_describe_search(search)}"
+        + _describe_budget(suite_meta.get("budget_config", {})),
         "- **Protocols**: " + "; ".join(f"`{k}`: {v}" for k, v in suite_meta.get("protocols", {}).items()),
         f"- **Device** (latency at batch 1, {suite_meta.get('latency_runs', 'n')} runs after warm-up): {device}",
         f"- **bench** {env.get('bench_version', df['bench_version'].iloc[0])} @ commit `{env.get('git_commit', df['git_commit'].iloc[0])}`;"
@@ -151,6 +152,26 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
         top = ", ".join(f"`{k}` {v:.1%}" for k, v in ranked)
         lines += [f"Feature importance (integrated gradients, supervised `{imp['model']}` on the training split): {top}.", ""]
     return "\n".join(lines)
+
+
+def _describe_budget(budget: dict) -> str:
+    notes = []
+    data = budget.get("data", {})
+    if data:
+        notes.append("data " + ", ".join(f"{k}={v}" for k, v in data.items()))
+    if budget.get("image_encoder"):
+        notes.append("image encoder " + ", ".join(f"{k}={v}" for k, v in budget["image_encoder"].items()))
+    for name, cfg in budget.get("fusions", {}).items():
+        notes.append(f"{name} " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+    pre = budget.get("pretrain", {})
+    if pre:
+        notes.append(f"contrastive pretraining {pre.get('epochs')} epoch(s) on {pre.get('max_samples') or 'all'} training samples")
+    trainable = budget.get("finetune", {}).get("trainable", {})
+    if trainable.get("warm_start") == "frozen":
+        notes.append("trainable runs start from the frozen run's fusion head of the same seed (LP-FT)")
+    if trainable.get("max_steps_per_epoch"):
+        notes.append(f"trainable: {trainable.get('max_epochs')} epoch(s) of at most {trainable['max_steps_per_epoch']} steps")
+    return ("; budget settings: " + "; ".join(notes)) if notes else ""
 
 
 def _describe_search(search: dict) -> str:

@@ -18,6 +18,7 @@ For one suite::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -191,20 +192,11 @@ def confidence_ratio(metric_image: float, metric_tabular: float, *, floor: float
     return float(min(max(ratio, bounds[0]), bounds[1]))
 
 
-class _Probe(nn.Module):
-    def __init__(self, d: int, n_out: int):
-        super().__init__()
-        self.fc = nn.Linear(d, n_out)
-
-    def forward(self, x):
-        return self.fc(x)
-
-
 def unimodal_probe(features: torch.Tensor, prep: Prepared, loss: LossConfig, cfg: dict, seed: int, lr: float = 1e-3) -> float:
     """Frozen encoder + linear head; returns the validation metric (appendix A.4)."""
     data = prep.data
     torch.manual_seed(seed)
-    probe = _Probe(features.shape[1], 1 if data.task == "binary" else data.n_classes).to(features.device)
+    probe = nn.Linear(features.shape[1], 1 if data.task == "binary" else data.n_classes).to(features.device)
     res = fit(probe, lambda m, idx: FusionOutput(m(features[idx])), data.y, prep.train, prep.val,
               FitConfig(lr=lr, max_epochs=int(cfg["max_epochs"]), patience=int(cfg["patience"]), batch_size=256, seed=seed),
               task=data.task, loss=loss)
@@ -230,7 +222,6 @@ def run_suite(
 ) -> SuiteResult:
     t_start = time.perf_counter()
     dev = resolve_device(device)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     env = environment()
     suite_dir = out / suite.name
     data = load_data(suite, data_root)
@@ -339,14 +330,10 @@ def run_suite(
                     if warm and "frozen" not in suite.strategies:
                         raise ConfigError(f"budget {suite.budget_name!r} warm-starts trainable runs from the frozen "
                                           "runs' heads; include the frozen strategy (or use a budget without warm_start)")
-
-                    def head_of(seed: int) -> Path | None:
-                        if not warm:
-                            return None
-                        return run_dir(out, RunSpec(suite.name, proto_name, image_label, tab_name, fusion_name, "frozen", seed)) / HEAD_FILE
-
+                    # a warm-started run loads the head of the frozen run with the same spec and seed
+                    warm_from = (out, RunSpec(suite.name, proto_name, image_label, tab_name, fusion_name, "frozen", 0)) if warm else None
                     ctx = _RunContext(prep, feats, proto, img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs,
-                                      rconf, strategy, loss, budget, head_of)
+                                      rconf, strategy, loss, budget, warm_from)
                     # one search per (tabular encoder, fusion, strategy[, protocol]), saved in the suite
                     # directory; with per_protocol false the first protocol's choice is reused
                     search_cfg = budget.get("search", {})
@@ -414,13 +401,13 @@ class _RunContext:
     """Everything one (protocol, encoder pair, fusion, strategy) needs to train for a seed."""
 
     def __init__(self, prep, feats, proto: AppliedProtocol, img_enc, tab_enc, fusion_name, dims, n_out,
-                 fusion_kwargs, rconf, strategy, loss, budget, head_of=lambda seed: None):
+                 fusion_kwargs, rconf, strategy, loss, budget, warm_from: tuple[Path, RunSpec] | None = None):
         self.prep, self.feats, self.proto = prep, feats, proto
         self.img_enc, self.tab_enc = img_enc, tab_enc
         self.fusion_name, self.dims, self.n_out = fusion_name, dims, n_out
         self.fusion_kwargs, self.rconf, self.strategy, self.loss = fusion_kwargs, rconf, strategy, loss
         self.cfg = budget["finetune"][strategy]
-        self.head_of = head_of  # seed -> path of a fusion state to start from (warm start), or None
+        self.warm_from = warm_from  # (out, frozen run spec): whose head (at the same seed) starts this run
         self.images = prep.data.images
         self.device = _device_of(img_enc)
         self.x_num_t = torch.as_tensor(proto.x_num)
@@ -441,8 +428,9 @@ class _RunContext:
         torch.manual_seed(seed)
         fusion_hp = {k: v for k, v in hp.items() if k not in ("lr", "weight_decay")}
         fusion = build_fusion(self.fusion_name, self.dims, self.n_out, {**self.fusion_kwargs, **fusion_hp}, self.rconf)
-        head = self.head_of(seed)
-        if head is not None:
+        if self.warm_from is not None:
+            out, frozen = self.warm_from
+            head = run_dir(out, dataclasses.replace(frozen, seed=seed)) / HEAD_FILE
             if not head.exists():
                 raise ConfigError(f"warm start needs the frozen run's head {str(head)!r}, which is missing; "
                                   "re-run the frozen strategy (--force) first")
