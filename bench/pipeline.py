@@ -143,7 +143,7 @@ def encode_images(encoder: nn.Module, images: np.ndarray, batch_size: int = 256)
     dev = _device_of(encoder)
     toks, pooled = [], []
     for i in range(0, len(images), batch_size):
-        out = encoder(torch.as_tensor(np.asarray(images[i : i + batch_size])).to(dev))
+        out = encoder(torch.from_numpy(np.array(images[i : i + batch_size], dtype=np.float32)).to(dev))
         toks.append(out.tokens.clone())
         pooled.append(out.pooled.clone())
     return torch.cat(toks), torch.cat(pooled)
@@ -269,6 +269,11 @@ def run_suite(
     profiles: dict[tuple[str, str], dict] = {}
 
     for tab_name in suite.tabular_encoders:
+        pending = [RunSpec(suite.name, p, image_label, tab_name, f, s, seed) for p in protocols
+                   for f in suite.fusions for s in suite.strategies for seed in suite.seeds]
+        if not force and all(is_done(run_dir(out, sp)) for sp in pending):
+            bar.update(len(pending))  # every run of this encoder pair is finished: nothing to load
+            continue
         tab_spec = EncoderSpec("tabular_encoder", tab_name, {
             **suite.tabular_config(tab_name), "n_num": len(prep.tab.num_names),
             "cat_cardinalities": list(data.cat_cardinalities)})

@@ -152,7 +152,7 @@ def pretrain_pair(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             if progress is not None:
                 progress.update(1)
         log.debug("pretrain epoch %d loss %.4f", epoch, np.mean(losses[-10:]) if losses else float("nan"))

@@ -128,7 +128,7 @@ def fit(
     if not params:
         raise ConfigError("nothing to train: the model has no trainable parameters")
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    y_t = torch.as_tensor(y)
+    y_t = torch.from_numpy(np.array(y, dtype=np.int64))
     best_val, best_epoch, best_state, best_logits, wait = -math.inf, -1, None, None, 0
     history: list[dict] = []
     epoch = 0
