@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
 from bench.importance import ig_importance
 from bench.metrics import evaluate
-from bench.pretrain import EncoderSpec, pretrain_pair, pretrain_steps
+from bench.pretrain import EncoderSpec, cache_root, pretrain_pair, pretrain_steps
 from bench.protocols import AppliedProtocol, PreparedTabular, apply_protocol
 from bench.registry import get
 from bench.results import (
@@ -161,6 +162,21 @@ def encode_tabular(encoder: nn.Module, x_num: np.ndarray, x_cat: np.ndarray, kee
         if keep_tokens:
             toks.append(out.tokens.clone())
     return (torch.cat(toks) if keep_tokens else None), torch.cat(pooled)
+
+
+def cached_features(key: dict, device: torch.device, compute, *args) -> tuple:
+    """``compute(*args)``'s tensors, stored under ``$BENCH_CACHE/features/<content key>.pt`` the first time."""
+    digest = hashlib.sha256(json.dumps({**key, "v": 1}, sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_root() / "features" / f"{digest}.pt"
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return tuple(None if t is None else t.to(device) for t in saved)
+    out = compute(*args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(tuple(None if t is None else t.cpu() for t in out), tmp)
+    os.replace(tmp, path)
+    return out
 
 
 # --------------------------------------------------------------------------------------- models
@@ -298,10 +314,16 @@ def run_suite(
             if not force and all(is_done(run_dir(out, sp)) for sp in specs_left):
                 bar.update(len(specs_left))
                 continue
+            # frozen features: computed once per (encoder checkpoint, dataset, protocol), cached on disk
             if img_tokens is None:
-                img_tokens, img_pooled = encode_images(img_enc, data.images)
+                img_tokens, img_pooled = cached_features(
+                    {"encoders": pinfo["cache_key"], "data": prov["checksum"], "modality": "image"},
+                    dev, encode_images, img_enc, data.images)
             keep_tab_tokens = any(getattr(get("fusion", f), "needs_tabular_tokens", False) for f in suite.fusions)
-            tab_tokens, tab_pooled = encode_tabular(tab_enc, proto.x_num, proto.x_cat, keep_tab_tokens)
+            tab_tokens, tab_pooled = cached_features(
+                {"encoders": pinfo["cache_key"], "data": prov["checksum"], "modality": "tabular",
+                 "protocol": proto.describe(), "tokens": keep_tab_tokens},
+                dev, encode_tabular, tab_enc, proto.x_num, proto.x_cat, keep_tab_tokens)
             feats = Features(img_tokens, img_pooled, tab_pooled, tab_tokens)
 
             # Rconf from frozen unimodal probes (appendix A.4)

@@ -165,3 +165,15 @@ def cached_npy(
         tmp.unlink(missing_ok=True)
         raise
     return np.load(path, mmap_mode="r"), False
+
+
+IN_MEMORY_LIMIT = 1 << 30  # bytes; larger image arrays are rendered into a memory-mapped cache file
+
+
+def render_images(shape: tuple[int, ...], fill: Callable[[np.ndarray], None], cache_path: Path) -> np.ndarray:
+    """float32 images of ``shape`` filled by ``fill``: in memory when small, else a cached memmap."""
+    if int(np.prod(shape)) * 4 <= IN_MEMORY_LIMIT:
+        images = np.empty(shape, dtype=np.float32)
+        fill(images)
+        return images
+    return cached_npy(cache_path, shape, np.float32, fill)[0]

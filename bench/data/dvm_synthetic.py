@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.base import MultimodalData, Provenance, cached_npy, checksum_arrays, default_cache_dir
+from bench.data.base import MultimodalData, Provenance, checksum_arrays, default_cache_dir, render_images
 from bench.data.dvm import CATEGORICAL, CONTINUOUS
 from bench.errors import DataError
 from bench.registry import register_dataset
 
 GENERATOR_VERSION = "dvm-synth-v1"
 _SCHEMA_SEED = 20210901
-IN_MEMORY_LIMIT = 1 << 30
 
 COLORS = {  # name: (RGB in [0, 1], market share weight)
     "Black": ((0.08, 0.08, 0.09), 18),
@@ -313,15 +312,8 @@ def make_dvm_synthetic(
                 sim["image_params"], lo, min(n, lo + batch), image_size, seed
             )
 
-    if n * 3 * image_size * image_size * 4 <= IN_MEMORY_LIMIT:
-        images = np.empty(shape, dtype=np.float32)
-        fill(images)
-    else:
-        path = (
-            default_cache_dir("dvm-synthetic", cache_dir)
-            / f"{GENERATOR_VERSION}_n{n}_c{n_classes}_s{seed}_{image_size}px.npy"
-        )
-        images, _ = cached_npy(path, shape, np.float32, fill)
+    cache = default_cache_dir("dvm-synthetic", cache_dir) / f"{GENERATOR_VERSION}_n{n}_c{n_classes}_s{seed}_{image_size}px.npy"
+    images = render_images(shape, fill, cache)
     y, split = sim["y"], sim["split"]
     levels = sim["cat_levels"]
     provenance = Provenance(

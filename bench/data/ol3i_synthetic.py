@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.base import MultimodalData, Provenance, cached_npy, checksum_arrays, default_cache_dir
+from bench.data.base import MultimodalData, Provenance, checksum_arrays, default_cache_dir, render_images
 from bench.data.ol3i import window_ct
 from bench.errors import DataError
 from bench.registry import register_dataset
@@ -32,7 +32,6 @@ N_FEATURES = 423
 REAL_N = 8139
 REAL_SPLIT = {"train": 5227, "val": 1303, "test": 1609}
 POSITIVE_RATE = 355 / 8139  # AMF-MedIT appendix A.3: 355 positives of 8,139
-IN_MEMORY_LIMIT = 1 << 30  # bytes; larger image arrays are rendered into a memory-mapped cache file
 
 # ---------------------------------------------------------------------------------------------
 # column schema
@@ -545,15 +544,8 @@ def make_ol3i_synthetic(
             hi = min(n, lo + batch)
             out[lo:hi] = _render(sim["image_params"], lo, hi, image_size, seed)
 
-    if n * image_size * image_size * 4 <= IN_MEMORY_LIMIT:
-        images = np.empty(shape, dtype=np.float32)
-        fill(images)
-    else:
-        path = (
-            default_cache_dir("ol3i-synthetic", cache_dir)
-            / f"{GENERATOR_VERSION}_n{n}_s{seed}_{image_size}px.npy"
-        )
-        images, _ = cached_npy(path, shape, np.float32, fill)
+    cache = default_cache_dir("ol3i-synthetic", cache_dir) / f"{GENERATOR_VERSION}_n{n}_s{seed}_{image_size}px.npy"
+    images = render_images(shape, fill, cache)
     y, split = sim["y"], sim["split"]
     provenance = Provenance(
         dataset="ol3i-synthetic",
