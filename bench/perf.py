@@ -1,0 +1,578 @@
+"""Performance benchmarks of the harness on the current machine (``python -m bench perf``).
+
+Four benchmarks, each a function returning a plain dict of measured figures:
+
+1. :func:`bench_ft_mamba` - FT-Mamba forward+backward throughput on CPU: our chunked scan vs the
+   sequential reference scan vs mamba.py's parallel scan (same weights) vs FT-Transformer.
+2. :func:`bench_frozen_sweep` - frozen fine-tuning: heads trained on cached features (what the
+   harness does) vs re-encoding every batch with the frozen encoders; and the overhead of
+   :func:`bench.train.fit` over a bare PyTorch loop doing the same optimizer steps.
+3. :func:`bench_data_path` - random-batch loading from a memory-mapped ``.npy`` image cache vs
+   the rate at which a trainable training step consumes batches.
+4. :func:`bench_latency` - AMF vs cross-attention fusion modules at the AMF-MedIT setting
+   (latency, parameters, GMac).
+
+Timing: :func:`time.perf_counter` after warm-up; competing variants are run interleaved (A, B,
+A, B, ...) in one process and the median over repeats is reported, so a concurrent load on the
+machine hits every variant alike. Every number printed or saved is measured in the run; the
+reference figures from the AMF-MedIT paper are labelled as such. No figure is asserted on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["bench_data_path", "bench_frozen_sweep", "bench_ft_mamba", "bench_latency", "main"]
+
+N_FEATURES = 423  # the OL3I EHR table
+
+
+def _log(msg: str) -> None:
+    print(f"[perf] {msg}", file=sys.stderr, flush=True)
+
+
+def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall time (s) of each ``fn()``, the functions called in turn ``repeats`` times."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. FT-Mamba on CPU
+
+
+class _MambapyMixer(nn.Module):
+    """mamba.py's ``MambaBlock`` (parallel scan) holding the weights of one of our mixers."""
+
+    def __init__(self, ours: nn.Module):
+        super().__init__()
+        from mambapy.mamba import MambaBlock, MambaConfig
+
+        cfg = MambaConfig(d_model=ours.d_model, n_layers=1, d_state=ours.d_state, expand_factor=ours.expand,
+                          d_conv=ours.d_conv, pscan=True)
+        self.block = MambaBlock(cfg)
+        self.block.load_state_dict(ours.state_dict(), strict=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+def bench_ft_mamba(
+    *, n_features: int = N_FEATURES, batch: int = 64, d_token: int = 64, n_blocks: int = 2, d_state: int = 16,
+    repeats: int = 3, seed: int = 0,
+) -> dict[str, Any]:
+    """FT-Mamba forward+backward samples/s: chunked vs sequential vs mamba.py vs FT-Transformer."""
+    from bench.registry import get
+
+    torch.manual_seed(seed)
+    ft_mamba, ft_transformer = get("tabular_encoder", "ft_mamba"), get("tabular_encoder", "ft_transformer")
+    chunked = ft_mamba(n_num=n_features, cat_cardinalities=[], d_token=d_token, n_blocks=n_blocks,
+                       d_state=d_state, backend="cpu", scan="chunked")
+    sequential = ft_mamba(n_num=n_features, cat_cardinalities=[], d_token=d_token, n_blocks=n_blocks,
+                          d_state=d_state, backend="cpu", scan="sequential")
+    sequential.load_state_dict(chunked.state_dict(), strict=True)
+    mambapy = copy.deepcopy(chunked)
+    for block in mambapy.blocks:
+        block.mixer = _MambapyMixer(block.mixer)
+    models: dict[str, nn.Module] = {"chunked": chunked, "sequential": sequential, "mambapy": mambapy}
+    for heads in (8, 1):
+        if d_token % heads == 0:
+            models[f"ft_transformer_h{heads}"] = ft_transformer(
+                n_num=n_features, cat_cardinalities=[], d_token=d_token, n_blocks=n_blocks, n_heads=heads)
+    for m in models.values():
+        m.train()
+
+    x = torch.randn(batch, n_features)
+    # correctness in the same run: the same weights through each scan
+    with torch.no_grad():
+        ref = sequential(x).tokens
+        diffs = {name: float(((models[name](x).tokens - ref).abs().max() / ref.abs().max()).item())
+                 for name in ("chunked", "mambapy")}
+
+    def step(model: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            model.zero_grad(set_to_none=True)
+            model(x).pooled.square().mean().backward()
+        return run
+
+    secs = _interleaved({k: step(m) for k, m in models.items()}, repeats)
+    out: dict[str, Any] = {
+        "config": {"n_features": n_features, "batch": batch, "d_token": d_token, "n_blocks": n_blocks,
+                   "d_state": d_state, "repeats": repeats, "threads": torch.get_num_threads()},
+        "seconds_per_step": secs,
+        "samples_per_s": {k: batch / v for k, v in secs.items()},
+        "max_rel_diff_chunked_vs_sequential": diffs["chunked"],
+        "max_rel_diff_mambapy_vs_sequential": diffs["mambapy"],
+    }
+    sps = out["samples_per_s"]
+    out["ratio_chunked_over_mambapy"] = sps["chunked"] / sps["mambapy"]
+    out["ratio_chunked_over_sequential"] = sps["chunked"] / sps["sequential"]
+    for heads in (8, 1):
+        if f"ft_transformer_h{heads}" in sps:
+            out[f"ratio_chunked_over_ft_transformer_h{heads}"] = sps["chunked"] / sps[f"ft_transformer_h{heads}"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. frozen sweep: cached features vs re-encoding
+
+
+def _synthetic(n: int, image_size: int, cache_dir: str):
+    from bench.data import fit_preprocessor
+    from bench.registry import get
+
+    data = get("dataset", "ol3i-synthetic")(n=n, image_size=image_size, seed=0, cache_dir=cache_dir)
+    x_num = fit_preprocessor(data).transform(data.x_num).astype(np.float32)
+    return data, x_num
+
+
+def _encoders(image_size: int, n_num: int):
+    from bench.registry import get
+
+    torch.manual_seed(0)
+    img = get("image_encoder", "timm")(model_name="resnet10t", in_chans=1, image_size=image_size)
+    tab = get("tabular_encoder", "mlp")(n_num=n_num, cat_cardinalities=[])
+    return img, tab
+
+
+def bench_frozen_sweep(
+    *, n: int = 2000, image_size: int = 64, epochs: int = 30, batch_size: int = 64,
+    fusions: tuple[str, ...] = ("concat", "amf"), repeats: int = 3, lr: float = 1e-3, seed: int = 2022,
+) -> dict[str, Any]:
+    """Frozen heads: cached features (A) vs re-encoding each batch (B); fit() vs a bare loop (C)."""
+    from bench.api import FusionDims, FusionOutput
+    from bench.metrics import evaluate
+    from bench.pipeline import encode_images, encode_tabular
+    from bench.registry import get
+    from bench.train import FitConfig, LossConfig, epoch_indices, fit, predict, task_loss
+
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
+        data, x_num = _synthetic(n, image_size, tmp)
+        images = np.asarray(data.images)
+    train, val, test = data.indices("train"), data.indices("val"), data.indices("test")
+    img_enc, tab_enc = _encoders(image_size, x_num.shape[1])
+    img_enc.eval()
+    tab_enc.eval()
+    x_cat = np.zeros((len(x_num), 0), np.int64)
+
+    t0 = time.perf_counter()
+    img_tok, img_pool = encode_images(img_enc, images)
+    _, tab_pool = encode_tabular(tab_enc, x_num, x_cat, keep_tokens=False)
+    encode_s = time.perf_counter() - t0
+    images_t, x_num_t = torch.from_numpy(images), torch.from_numpy(x_num)
+
+    def forward_cached(model: nn.Module, idx: np.ndarray) -> FusionOutput:
+        return model(img_tok[idx], img_pool[idx], tab_pool[idx][:, None], tab_pool[idx])
+
+    def forward_encode(model: nn.Module, idx: np.ndarray) -> FusionOutput:
+        with torch.no_grad():
+            img = img_enc(images_t[idx])
+            tab = tab_enc(x_num_t[idx], None)
+        return model(img.tokens, img.pooled, tab.pooled[:, None], tab.pooled)
+
+    loss = LossConfig(name="weighted_ce", sampler=(0.5, 5.0))  # AMF-MedIT A.3
+    cfg = FitConfig(lr=lr, max_epochs=epochs, patience=epochs, batch_size=batch_size, seed=seed)
+    out: dict[str, Any] = {
+        "config": {"n": n, "image_size": image_size, "epochs": epochs, "batch_size": batch_size,
+                   "n_train": len(train), "n_val": len(val), "n_test": len(test), "image_encoder": "resnet10t",
+                   "tabular_encoder": "mlp", "loss": "weighted_ce, sampler (0.5, 5)", "repeats_C": repeats},
+        "encode_once_s": encode_s,
+        "fusions": {},
+    }
+
+    for name in fusions:
+        fusion_cls = get("fusion", name)
+        dims = FusionDims(image_pooled=img_enc.d_out, image_token=img_enc.d_token, tabular_pooled=tab_enc.d_out,
+                          tabular_token=tab_enc.d_out, image_tokens=int(img_enc.n_tokens), tabular_tokens=1)
+
+        def build(fusion_cls=fusion_cls, dims=dims) -> nn.Module:
+            torch.manual_seed(seed)
+            return fusion_cls(dims=dims, n_classes=1)
+
+        def run_fit(forward) -> tuple[float, np.ndarray]:
+            model = build()
+            t = time.perf_counter()
+            fit(model, forward, data.y, train, val, cfg, task=data.task, loss=loss)
+            secs = time.perf_counter() - t
+            return secs, predict(model, forward_cached, test, 256)
+
+        _log(f"frozen sweep {name}: A (cached) then B (re-encode), {epochs} epochs each")
+        a1_s, a_logits = run_fit(forward_cached)
+        b_s, b_logits = run_fit(forward_encode)
+        a2_s, _ = run_fit(forward_cached)
+        a_s = (a1_s + a2_s) / 2  # A is run before and after B (B once: it is the expensive one)
+        auc_a = evaluate(data.task, data.y[test], a_logits)["value"]
+        auc_b = evaluate(data.task, data.y[test], b_logits)["value"]
+
+        # C: fit() vs a bare loop with the same batches and optimizer steps, on the cached tensors
+        def bare(with_val: bool) -> Callable[[], None]:
+            def run() -> None:
+                model = build()
+                torch.manual_seed(seed)
+                rng = np.random.default_rng(seed)
+                opt = torch.optim.Adam(model.parameters(), lr=lr)
+                y_t = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
+                for _ in range(epochs):
+                    model.train()
+                    order = epoch_indices(train, data.y, loss, rng)
+                    for start in range(0, len(order), batch_size):
+                        batch = order[start : start + batch_size]
+                        if len(batch) < 2 and len(order) > 1:
+                            continue
+                        o = forward_cached(model, batch)
+                        batch_loss = task_loss(o.logits, y_t[batch], data.task, loss)
+                        for aux in o.aux_losses.values():
+                            batch_loss = batch_loss + aux
+                        opt.zero_grad(set_to_none=True)
+                        batch_loss.backward()
+                        opt.step()
+                    if with_val:
+                        evaluate(data.task, data.y[val], predict(model, forward_cached, val, 256))
+            return run
+
+        def harness() -> None:
+            fit(build(), forward_cached, data.y, train, val, cfg, task=data.task, loss=loss)
+
+        c = _interleaved({"fit": harness, "bare_with_val": bare(True), "bare_no_val": bare(False)}, repeats)
+        a_total = encode_s + a_s
+        out["fusions"][name] = {
+            "A_cached_fit_s": a_s,
+            "A_total_s_incl_encoding": a_total,
+            "B_reencode_fit_s": b_s,
+            "speedup_B_over_A_total": b_s / a_total,
+            "speedup_B_over_A_fit_only": b_s / a_s,
+            "test_auc_A": float(auc_a),
+            "test_auc_B": float(auc_b),
+            "test_auc_abs_diff": abs(float(auc_a) - float(auc_b)),
+            "test_logits_max_abs_diff": float(np.abs(a_logits - b_logits).max()),
+            "C_fit_s": c["fit"],
+            "C_bare_with_val_s": c["bare_with_val"],
+            "C_bare_no_val_s": c["bare_no_val"],
+            "overhead_pct_vs_bare_with_val": 100.0 * (c["fit"] / c["bare_with_val"] - 1.0),
+            "overhead_pct_vs_bare_no_val": 100.0 * (c["fit"] / c["bare_no_val"] - 1.0),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. data path
+
+
+def bench_data_path(
+    *, n: int = 8139, image_size: int = 64, batch: int = 128, n_batches: int = 20, repeats: int = 3, seed: int = 0,
+) -> dict[str, Any]:
+    """Random 128-batches from a memory-mapped float32 .npy vs a trainable step's consumption rate."""
+    from bench.api import FusionDims, MultimodalModel
+    from bench.registry import get
+    from bench.train import LossConfig, task_loss
+
+    rng = np.random.default_rng(seed)
+    img_enc, tab_enc = _encoders(image_size, N_FEATURES)
+    dims = FusionDims(image_pooled=img_enc.d_out, image_token=img_enc.d_token, tabular_pooled=tab_enc.d_out,
+                      tabular_token=tab_enc.d_out, image_tokens=int(img_enc.n_tokens), tabular_tokens=1)
+    model = MultimodalModel(img_enc, tab_enc, get("fusion", "concat")(dims=dims, n_classes=1)).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x_num = torch.randn(batch, N_FEATURES)
+    y = torch.from_numpy(rng.integers(0, 2, batch))
+    loss_cfg = LossConfig(name="weighted_ce")
+
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
+        path = Path(tmp) / "images.npy"
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 1, image_size, image_size))
+        for i in range(0, n, 1024):
+            arr[i : i + 1024] = rng.random((min(1024, n - i), 1, image_size, image_size), dtype=np.float32)
+        arr.flush()
+        del arr
+        mm = np.load(path, mmap_mode="r")
+        batches = [np.sort(rng.choice(n, size=batch, replace=False)) for _ in range(n_batches)]
+        images = torch.from_numpy(np.array(mm[batches[0]]))
+
+        def load() -> None:
+            for idx in batches:
+                torch.from_numpy(np.array(mm[idx]))
+
+        def train_step() -> None:
+            out = model(images, x_num, None)
+            batch_loss = task_loss(out.logits, y, "binary", loss_cfg)
+            opt.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            opt.step()
+
+        secs = _interleaved({"load": load, "train_step": train_step}, repeats)
+    load_sps = batch * n_batches / secs["load"]
+    step_sps = batch / secs["train_step"]
+    return {
+        "config": {"n": n, "image_size": image_size, "batch": batch, "batches_per_repeat": n_batches,
+                   "repeats": repeats, "file_mb": n * image_size * image_size * 4 / 2**20,
+                   "note": "file freshly written, so mostly in the page cache; model resnet10t + mlp + concat"},
+        "load_samples_per_s": load_sps,
+        "train_step_samples_per_s": step_sps,
+        "ratio_load_over_consume": load_sps / step_sps,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. latency profile
+
+
+def bench_latency(
+    *, batch_sizes: tuple[int, ...] = (1, 8, 32, 128), image_dim: int = 2048, image_tokens: int = 256,
+    tab_dim: int = 64, d_model: int = 512, n_layers: int = 2, runs: int = 60, rounds: int = 3, seed: int = 0,
+) -> dict[str, Any]:
+    """AMF vs cross-attention fusion at the AMF-MedIT setting: p50/p90 latency, params, GMac."""
+    from bench.api import FusionDims
+    from bench.profile import count_gmac, count_parameters, device_description, measure_module_latency
+    from bench.registry import get
+
+    torch.manual_seed(seed)
+    dims = FusionDims(image_pooled=image_dim, image_token=image_dim, tabular_pooled=tab_dim, tabular_token=tab_dim,
+                      image_tokens=image_tokens, tabular_tokens=1)
+    modules = {
+        "amf": get("fusion", "amf")(dims=dims, n_classes=1).eval(),
+        "cross_attention": get("fusion", "cross_attention")(dims=dims, n_classes=1, d_model=d_model,
+                                                            n_layers=n_layers).eval(),
+    }
+
+    def inputs(b: int) -> tuple:
+        return (torch.randn(b, image_tokens, image_dim), torch.randn(b, image_dim), torch.randn(b, 1, tab_dim),
+                torch.randn(b, tab_dim))
+
+    out: dict[str, Any] = {
+        "config": {"image_dim": image_dim, "image_tokens": image_tokens, "tab_dim": tab_dim, "d_model": d_model,
+                   "n_layers": n_layers, "rounds": rounds},
+        "device": device_description("cpu"),
+        "params": {k: count_parameters(m) for k, m in modules.items()},
+        "gmac_batch1": {}, "uncounted_ops_batch1": {}, "latency": {},
+    }
+    for k, m in modules.items():
+        g = count_gmac(m, inputs(1))
+        out["gmac_batch1"][k] = g.gmac
+        out["uncounted_ops_batch1"][k] = g.uncounted_ops
+    for b in batch_sizes:
+        x = inputs(b)
+        n_runs = max(5, runs // max(1, b // 8))  # fewer runs at large batches (each call is longer)
+        per_round = max(3, n_runs // rounds)
+        res: dict[str, dict[str, list[float]]] = {k: {"p50": [], "p90": []} for k in modules}
+        for r in range(rounds):  # interleaved rounds; median over rounds of each round's percentile
+            for k, m in modules.items():
+                lat = measure_module_latency(m, x, warmup=2 if r == 0 else 1, runs=per_round)
+                res[k]["p50"].append(lat.p50_ms)
+                res[k]["p90"].append(lat.p90_ms)
+        out["latency"][str(b)] = {
+            k: {"p50_ms": statistics.median(v["p50"]), "p90_ms": statistics.median(v["p90"]),
+                "runs": per_round * rounds} for k, v in res.items()
+        }
+    first = str(batch_sizes[0])
+    out["ratio_cross_over_amf_p50"] = {
+        str(b): out["latency"][str(b)]["cross_attention"]["p50_ms"] / out["latency"][str(b)]["amf"]["p50_ms"]
+        for b in batch_sizes
+    }
+    out["ratio_cross_over_amf_p50_first_batch"] = out["ratio_cross_over_amf_p50"][first]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+
+# AMF-MedIT, Table 3 (RTX 4090): latency at batch 1, parameters, GMac of the fusion modules
+PAPER = {"cross_ms": 1.54, "amf_ms": 0.12, "cross_params_m": 9.49, "amf_params_m": 8.53,
+         "cross_gmac": 3.67, "amf_gmac": 0.0085}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    av = abs(v)
+    if av == 0:
+        return "0"
+    if av >= 1000:
+        return f"{v:,.0f}"
+    if av >= 10:
+        return f"{v:.1f}"
+    if av >= 0.01:
+        return f"{v:.3g}"
+    return f"{v:.2e}"
+
+
+def _row(figure: str, value: Any, reference: Any = None, ratio: float | None = None, target: str = "-",
+         met: bool | None = None) -> dict[str, Any]:
+    return {"figure": figure, "value": value, "reference": reference, "ratio": ratio, "target": target,
+            "met": "-" if met is None else ("yes" if met else "no")}
+
+
+def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    fm = res.get("ft_mamba")
+    if fm:
+        s = fm["samples_per_s"]
+        rows.append(_row("FT-Mamba chunked, samples/s (vs mamba.py pscan)", s["chunked"], s["mambapy"],
+                         fm["ratio_chunked_over_mambapy"], ">= 3", fm["ratio_chunked_over_mambapy"] >= 3))
+        rows.append(_row("FT-Mamba chunked, samples/s (vs sequential scan)", s["chunked"], s["sequential"],
+                         fm["ratio_chunked_over_sequential"]))
+        for h in (8, 1):
+            key = f"ratio_chunked_over_ft_transformer_h{h}"
+            if key in fm:
+                rows.append(_row(f"FT-Mamba chunked, samples/s (vs FT-Transformer {h} head(s))", s["chunked"],
+                                 s[f"ft_transformer_h{h}"], fm[key], ">= 1", fm[key] >= 1))
+        d = fm["max_rel_diff_chunked_vs_sequential"]
+        rows.append(_row("FT-Mamba chunked vs sequential, max rel diff", d, None, None, "<= 1e-5", d <= 1e-5))
+        rows.append(_row("FT-Mamba mamba.py vs sequential, max rel diff", fm["max_rel_diff_mambapy_vs_sequential"]))
+    fs = res.get("frozen_sweep")
+    if fs:
+        for name, f in fs["fusions"].items():
+            sp = f["speedup_B_over_A_total"]
+            rows.append(_row(f"{name}: re-encode fit s (vs cached incl. encoding s)", f["B_reencode_fit_s"],
+                             f["A_total_s_incl_encoding"], sp, ">= 20x", sp >= 20))
+            rows.append(_row(f"{name}: re-encode fit s (vs cached fit only s)", f["B_reencode_fit_s"],
+                             f["A_cached_fit_s"], f["speedup_B_over_A_fit_only"]))
+            rows.append(_row(f"{name}: test AUC cached (vs re-encode)", f["test_auc_A"], f["test_auc_B"], None,
+                             "equal", f["test_auc_abs_diff"] == 0))
+            rows.append(_row(f"{name}: test logits max abs diff A vs B", f["test_logits_max_abs_diff"]))
+            ov = f["overhead_pct_vs_bare_with_val"]
+            rows.append(_row(f"{name}: fit() s (vs bare loop + val s), overhead %", f["C_fit_s"],
+                             f["C_bare_with_val_s"], f["C_fit_s"] / f["C_bare_with_val_s"],
+                             f"<= 10% ({ov:+.1f}%)", ov <= 10))
+            ov2 = f["overhead_pct_vs_bare_no_val"]
+            rows.append(_row(f"{name}: fit() s (vs bare loop, no val s), overhead %", f["C_fit_s"],
+                             f["C_bare_no_val_s"], f["C_fit_s"] / f["C_bare_no_val_s"], f"info ({ov2:+.1f}%)"))
+    dp = res.get("data_path")
+    if dp:
+        r = dp["ratio_load_over_consume"]
+        rows.append(_row("mmap batch loading, samples/s (vs train step samples/s)", dp["load_samples_per_s"],
+                         dp["train_step_samples_per_s"], r, ">= 3", r >= 3))
+    lt = res.get("latency")
+    if lt:
+        for b, per in lt["latency"].items():
+            rows.append(_row(f"cross-attn p50 ms at batch {b} (vs AMF p50 ms)", per["cross_attention"]["p50_ms"],
+                             per["amf"]["p50_ms"], lt["ratio_cross_over_amf_p50"][b],
+                             "paper ~12.8x at b=1" if b == "1" else "-"))
+            rows.append(_row(f"cross-attn p90 ms at batch {b} (vs AMF p90 ms)", per["cross_attention"]["p90_ms"],
+                             per["amf"]["p90_ms"], per["cross_attention"]["p90_ms"] / per["amf"]["p90_ms"]))
+        pc, pa = lt["params"]["cross_attention"] / 1e6, lt["params"]["amf"] / 1e6
+        rows.append(_row("cross-attn params M (vs AMF params M)", pc, pa, pc / pa,
+                         f"paper {PAPER['cross_params_m']} vs {PAPER['amf_params_m']}"))
+        gc, ga = lt["gmac_batch1"]["cross_attention"], lt["gmac_batch1"]["amf"]
+        rows.append(_row("cross-attn GMac b=1 (vs AMF GMac)", gc, ga, gc / ga if ga else None,
+                         f"paper {PAPER['cross_gmac']} vs {PAPER['amf_gmac']}"))
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    body = [[r["figure"], _fmt(r["value"]), _fmt(r["reference"]), _fmt(r["ratio"]), r["target"], r["met"]]
+            for r in rows]
+    return tabulate(body, headers=["figure", "value", "reference", "ratio", "target", "met"])
+
+
+SIZES = {
+    "full": {
+        "ft_mamba": {"batch": 64, "d_token": 64, "repeats": 3},
+        "frozen_sweep": {"n": 600, "image_size": 32, "epochs": 30, "repeats": 3},
+        "data_path": {"n": 8139, "image_size": 64, "n_batches": 20, "repeats": 5},
+        "latency": {"batch_sizes": (1, 8, 32, 128), "runs": 30, "rounds": 3},
+    },
+    "quick": {
+        "ft_mamba": {"batch": 16, "d_token": 32, "repeats": 2},
+        "frozen_sweep": {"n": 300, "image_size": 32, "epochs": 3, "repeats": 2},
+        "data_path": {"n": 2000, "image_size": 64, "n_batches": 5, "repeats": 3},
+        "latency": {"batch_sizes": (1, 8), "runs": 30, "rounds": 3},
+    },
+}
+
+BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "ft_mamba": bench_ft_mamba,
+    "frozen_sweep": bench_frozen_sweep,
+    "data_path": bench_data_path,
+    "latency": bench_latency,
+}
+
+
+def run_all(quick: bool = False, sizes: dict[str, dict] | None = None) -> dict[str, Any]:
+    from bench.profile import device_description
+
+    sizes = sizes or SIZES["quick" if quick else "full"]
+    t_start = time.perf_counter()
+    load_start = list(os.getloadavg())
+    results: dict[str, Any] = {}
+    for name, fn in BENCHMARKS.items():
+        _log(f"{name} ...")
+        t0 = time.perf_counter()
+        results[name] = fn(**sizes[name])
+        results[name]["wall_s"] = time.perf_counter() - t0
+        _log(f"{name} done in {results[name]['wall_s']:.1f} s")
+    return {
+        "machine": {"device": device_description("cpu"), "platform": platform.platform(),
+                    "python": platform.python_version(), "torch_threads": torch.get_num_threads()},
+        "load_average_1_5_15_at_end": list(os.getloadavg()),
+        "load_average_1_5_15_at_start": load_start,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+        "wall_s": time.perf_counter() - t_start,
+        "results": results,
+        "table": build_rows(results),
+        "paper_reference": {"source": "AMF-MedIT Table 3 (RTX 4090), fusion modules at batch 1", **PAPER},
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench perf", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="perf.json", help="where to save the figures as JSON (default perf.json)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: about a minute instead of ~10")
+    args = parser.parse_args(argv)
+    report = run_all(quick=args.quick)
+    load = ", ".join(f"{x:.2f}" for x in report["load_average_1_5_15_at_start"])
+    print(f"bench perf on {report['machine']['device']}, torch {report['torch']}, {report['date']}"
+          f"{' (quick)' if args.quick else ''}; load average at start {load} (other processes share the CPU)")
+    print(format_table(report["table"]))
+    print(f"total {report['wall_s']:.0f} s; figures saved to {args.out}")
+    out = Path(args.out)
+    if out.parent != Path(""):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_jsonable(report), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
