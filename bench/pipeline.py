@@ -354,9 +354,6 @@ def run_suite(
                     if not todo:
                         continue
                     warm = strategy == "trainable" and budget["finetune"]["trainable"].get("warm_start") == "frozen"
-                    if warm and "frozen" not in suite.strategies:
-                        raise ConfigError(f"budget {suite.budget_name!r} warm-starts trainable runs from the frozen "
-                                          "runs' heads; include the frozen strategy (or use a budget without warm_start)")
                     # a warm-started run loads the head of the frozen run with the same spec and seed
                     warm_from = (out, RunSpec(suite.name, proto_name, image_label, tab_name, fusion_name, "frozen", 0)) if warm else None
                     ctx = _RunContext(prep, feats, proto, img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs,

@@ -124,6 +124,10 @@ def load_suite(
     for s in strat:
         if s not in STRATEGIES:
             raise ConfigError(f"suite {doc['name']!r}: unknown strategy {s!r}; choose from {list(STRATEGIES)}")
+    warm = budget_cfg.get("finetune", {}).get("trainable", {}).get("warm_start") == "frozen"
+    if warm and "trainable" in strat and "frozen" not in strat:
+        raise ConfigError(f"budget {budget_name!r} warm-starts trainable runs from the frozen runs' heads; "
+                          "run the frozen strategy too (drop --strategy trainable) or use --budget paper")
     for n in tab:
         registry("tabular_encoder").get(n)
     for n in fus:

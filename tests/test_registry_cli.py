@@ -61,6 +61,8 @@ def test_suite_errors():
         load_suite("ol3i-incomplete", budget="huge")
     with pytest.raises(UnknownNameError):
         load_suite("ol3i-incomplet")
+    with pytest.raises(ConfigError, match="warm-starts"):
+        load_suite("ol3i-incomplete", strategies=["trainable"])
 
 
 @pytest.mark.parametrize(
