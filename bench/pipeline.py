@@ -283,6 +283,8 @@ def run_suite(
     runs_total = (len(suite.tabular_encoders) * len(protocols) * len(suite.fusions) * len(suite.strategies) * len(suite.seeds))
     bar = tqdm(total=runs_total, desc=f"{suite.name} runs", unit="run", disable=not progress, dynamic_ncols=True)
     profiles: dict[tuple[str, str], dict] = {}
+    # fusions that read every tabular token (not only the pooled one) need them encoded and cached
+    needs_tab_tokens = any(getattr(get("fusion", f), "needs_tabular_tokens", False) for f in suite.fusions)
 
     for tab_name in suite.tabular_encoders:
         pending = [RunSpec(suite.name, p, image_label, tab_name, f, s, seed) for p in protocols
@@ -305,7 +307,7 @@ def run_suite(
              f"{pinfo.get('final_itc_loss')} ({'cache' if pinfo['cached'] else str(pinfo['seconds']) + ' s'})")
         img_tokens = img_pooled = None  # image features do not depend on the protocol: encode once
         if hasattr(tab_enc, "tokens_needed"):  # no fusion reads all tabular tokens: skip computing them
-            tab_enc.tokens_needed = any(getattr(get("fusion", f), "needs_tabular_tokens", False) for f in suite.fusions)
+            tab_enc.tokens_needed = needs_tab_tokens
 
         for proto_name, proto in protocols.items():
             specs_left = [
@@ -319,11 +321,10 @@ def run_suite(
                 img_tokens, img_pooled = cached_features(
                     {"encoders": pinfo["cache_key"], "data": prov["checksum"], "modality": "image"},
                     dev, encode_images, img_enc, data.images)
-            keep_tab_tokens = any(getattr(get("fusion", f), "needs_tabular_tokens", False) for f in suite.fusions)
             tab_tokens, tab_pooled = cached_features(
                 {"encoders": pinfo["cache_key"], "data": prov["checksum"], "modality": "tabular",
-                 "protocol": proto.describe(), "tokens": keep_tab_tokens},
-                dev, encode_tabular, tab_enc, proto.x_num, proto.x_cat, keep_tab_tokens)
+                 "protocol": proto.describe(), "tokens": needs_tab_tokens},
+                dev, encode_tabular, tab_enc, proto.x_num, proto.x_cat, needs_tab_tokens)
             feats = Features(img_tokens, img_pooled, tab_pooled, tab_tokens)
 
             # Rconf from frozen unimodal probes (appendix A.4)
