@@ -30,3 +30,10 @@ def bench_smoke(session: nox.Session) -> None:
                 "--no-progress", env={"BENCH_CACHE": f"{out}/cache"})
     session.run("python", "-m", "bench", "run", "--suite", "dvm-complete", "--budget", "smoke", "--out", out,
                 "--no-progress", env={"BENCH_CACHE": f"{out}/cache"})
+
+
+@nox.session(python="3.11")
+def perf(session: nox.Session) -> None:
+    """Benchmarks on this machine, printed and saved as JSON: nox -s perf [-- --quick --out perf.json]."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "bench", "perf", *(session.posargs or ["--out", "perf.json"]))

@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {list,run,leaderboard}``.
+"""Command line: ``python -m bench {list,run,leaderboard,perf}``.
 
 Every user-input error becomes one line on stderr and exit code 2 (never a traceback); set
 ``BENCH_DEBUG=1`` to see the traceback of an unexpected failure.
@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run finished runs (default: skip run directories with DONE)")
     run.add_argument("--publish", action="store_true", help="also write leaderboards/<suite>.md and .csv in this checkout")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    sub.add_parser("perf", add_help=False,
+                          help="benchmark this machine: FT-Mamba scan, frozen-feature caching, data path, fusion latency")
 
     lb = sub.add_parser("leaderboard", help="rebuild results.csv and leaderboard.md from run directories")
     lb.add_argument("suite_dir", type=Path, help="e.g. runs/ol3i-incomplete")
@@ -119,6 +122,11 @@ def _cmd_leaderboard(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["perf"]:  # its own argparse (argparse.REMAINDER cannot pass --help through)
+        from bench.perf import main as perf_main
+
+        return perf_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
