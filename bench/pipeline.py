@@ -414,7 +414,7 @@ def _profile(img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs, rconf, d
     fusion = build_fusion(fusion_name, dims, n_out, fusion_kwargs, rconf)
     model = MultimodalModel(copy.deepcopy(img_enc), copy.deepcopy(tab_enc), fusion.to(_device_of(img_enc))).eval()
     example = {
-        "images": torch.as_tensor(np.asarray(data.images[:1])),
+        "images": torch.from_numpy(np.array(data.images[:1], dtype=np.float32)),
         "x_num": torch.zeros(1, len(data.num_names)),
         "x_cat": torch.zeros(1, len(data.cat_names), dtype=torch.long) if data.cat_names else None,
     }
