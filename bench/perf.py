@@ -151,18 +151,25 @@ def _synthetic(n: int, image_size: int, cache_dir: str):
     return data, x_num
 
 
-def _encoders(image_size: int, n_num: int):
+# the cpu budget's tabular encoders (bench/suites/_budgets.yaml)
+TABULAR = {"mlp": {}, "ft_transformer": {"d_token": 32, "n_heads": 1}, "ft_mamba": {"d_token": 32, "d_state": 16}}
+
+
+def _encoders(image_size: int, n_num: int, tabular: str = "mlp"):
     from bench.registry import get
 
     torch.manual_seed(0)
     img = get("image_encoder", "timm")(model_name="resnet10t", in_chans=1, image_size=image_size)
-    tab = get("tabular_encoder", "mlp")(n_num=n_num, cat_cardinalities=[])
+    tab = get("tabular_encoder", tabular)(n_num=n_num, cat_cardinalities=[], **TABULAR[tabular])
+    if hasattr(tab, "tokens_needed"):
+        tab.tokens_needed = False  # as in the suite: the fusions read the pooled tabular vector only
     return img, tab
 
 
 def bench_frozen_sweep(
     *, n: int = 2000, image_size: int = 64, epochs: int = 30, batch_size: int = 64,
     fusions: tuple[str, ...] = ("concat", "amf"), repeats: int = 3, lr: float = 1e-3, seed: int = 2022,
+    tabular: str = "mlp",
 ) -> dict[str, Any]:
     """Frozen heads: cached features (A) vs re-encoding each batch (B); fit() vs a bare loop (C)."""
     from bench.api import FusionDims, FusionOutput
@@ -175,7 +182,7 @@ def bench_frozen_sweep(
         data, x_num = _synthetic(n, image_size, tmp)
         images = np.asarray(data.images)
     train, val, test = data.indices("train"), data.indices("val"), data.indices("test")
-    img_enc, tab_enc = _encoders(image_size, x_num.shape[1])
+    img_enc, tab_enc = _encoders(image_size, x_num.shape[1], tabular)
     img_enc.eval()
     tab_enc.eval()
     x_cat = np.zeros((len(x_num), 0), np.int64)
@@ -200,7 +207,7 @@ def bench_frozen_sweep(
     out: dict[str, Any] = {
         "config": {"n": n, "image_size": image_size, "epochs": epochs, "batch_size": batch_size,
                    "n_train": len(train), "n_val": len(val), "n_test": len(test), "image_encoder": "resnet10t",
-                   "tabular_encoder": "mlp", "loss": "weighted_ce, sampler (0.5, 5)", "repeats_C": repeats},
+                   "tabular_encoder": tabular, "loss": "weighted_ce, sampler (0.5, 5)", "repeats_C": repeats},
         "encode_once_s": encode_s,
         "fusions": {},
     }
@@ -446,10 +453,14 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_row("FT-Mamba mamba.py vs sequential, max rel diff", fm["max_rel_diff_mambapy_vs_sequential"]))
     fs = res.get("frozen_sweep")
     if fs:
+        # the whole sweep: every fusion re-encoding each epoch vs one shared encoding + cached fits
+        b_all = sum(f["B_reencode_fit_s"] for f in fs["fusions"].values())
+        a_all = fs["encode_once_s"] + sum(f["A_cached_fit_s"] for f in fs["fusions"].values())
+        rows.append(_row(f"frozen sweep ({'+'.join(fs['fusions'])}): re-encode s (vs encode once + cached fits s)",
+                         b_all, a_all, b_all / a_all, ">= 20x", b_all / a_all >= 20))
         for name, f in fs["fusions"].items():
-            sp = f["speedup_B_over_A_total"]
             rows.append(_row(f"{name}: re-encode fit s (vs cached incl. encoding s)", f["B_reencode_fit_s"],
-                             f["A_total_s_incl_encoding"], sp, ">= 20x", sp >= 20))
+                             f["A_total_s_incl_encoding"], f["speedup_B_over_A_total"]))
             rows.append(_row(f"{name}: re-encode fit s (vs cached fit only s)", f["B_reencode_fit_s"],
                              f["A_cached_fit_s"], f["speedup_B_over_A_fit_only"]))
             rows.append(_row(f"{name}: test AUC cached (vs re-encode)", f["test_auc_A"], f["test_auc_B"], None,
@@ -495,7 +506,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 SIZES = {
     "full": {
         "ft_mamba": {"batch": 64, "d_token": 64, "repeats": 3},
-        "frozen_sweep": {"n": 600, "image_size": 32, "epochs": 30, "repeats": 3},
+        # the suite's setting: 64 px resnet10t + the cpu budget's FT-Transformer over all 423 features
+        "frozen_sweep": {"n": 1000, "image_size": 64, "epochs": 30, "repeats": 3, "tabular": "ft_transformer"},
         "data_path": {"n": 8139, "image_size": 64, "n_batches": 20, "repeats": 5},
         "latency": {"batch_sizes": (1, 8, 32, 128), "runs": 30, "rounds": 3},
     },
