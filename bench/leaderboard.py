@@ -19,8 +19,6 @@ from bench.errors import BenchError
 from bench.metrics import format_mean_std, mean_std
 from bench.results import RESULT_COLUMNS, atomic_write_text, load_reports
 
-STRATEGY_LABEL = {"frozen": "frozen", "trainable": "trainable"}
-
 
 def results_frame(suite_dir: Path) -> pd.DataFrame:
     reports = load_reports(suite_dir)

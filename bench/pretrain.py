@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -173,4 +174,5 @@ def pretrain_pair(
 
 def pretrain_steps(n_train: int, cfg: dict) -> int:
     n = min(n_train, int(cfg["max_samples"])) if cfg.get("max_samples") else n_train
-    return int(cfg["epochs"]) * max(1, (n - 1) // int(cfg["batch_size"]) + (1 if (n - 1) % int(cfg["batch_size"]) else 0))
+    # the loop steps over range(0, n - 1, batch_size): ceil((n - 1) / batch_size) batches per epoch
+    return int(cfg["epochs"]) * max(1, math.ceil((n - 1) / int(cfg["batch_size"])))

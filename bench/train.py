@@ -8,7 +8,6 @@ sampler that keeps half of class 0 and repeats class 1 five times per epoch.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,7 +159,7 @@ def fit(
             on_epoch(epoch, val)
         if val > best_val + cfg.min_delta or best_state is None:
             best_val, best_epoch, best_logits, wait = val, epoch, val_logits, 0
-            best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             wait += 1
             if wait >= cfg.patience:
