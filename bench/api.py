@@ -18,6 +18,11 @@ Fusion
     vectors of the image), ``needs_tabular_tokens`` (all tabular tokens, not only the pooled one)
     and ``handles_missing`` (accepts availability masks with ``False`` entries).
 
+    Availability masks are boolean ``[B]`` tensors; ``False`` = that modality is missing for the
+    sample. The harness then hands zeros in that modality's tensors, but a fusion must not rely on
+    them: its output for a sample may not depend on the content of a missing modality (the
+    conformance kit checks this), and at least one modality is always available.
+
 Positional tensor arguments (rather than a dataclass) keep every fusion traceable by fvcore.
 """
 
@@ -62,6 +67,9 @@ class Fusion(nn.Module):
     handles_missing: ClassVar[bool] = False
     #: Hyper-parameters a search may tune, as data: name -> optuna-style spec.
     search_space: ClassVar[dict[str, dict]] = {}
+    #: Keyword arguments that make a small instance for the conformance kit (``bench check-plugin``)
+    #: and the registry-parametrized tests; empty = the constructor's defaults.
+    conformance_kwargs: ClassVar[dict] = {}
 
     def __init__(self, *, dims: FusionDims, n_classes: int):
         super().__init__()

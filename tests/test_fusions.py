@@ -30,8 +30,6 @@ PAPER = FusionDims(
 )
 BATCH = 6
 
-# Smaller-than-default hyper-parameters for the built-ins, to keep the kit fast; others use defaults.
-SMALL_KWARGS: dict[str, dict] = {"cross_attention": {"d_model": 32, "n_heads": 4}}
 
 
 def _fusion_names() -> list[str]:
@@ -44,7 +42,7 @@ FUSIONS = _fusion_names()
 def _build(name: str, n_classes: int = 1, seed: int = 0, dims: FusionDims = SMALL, **kwargs) -> Fusion:
     torch.manual_seed(seed)
     cls = registry("fusion").get(name)
-    return cls(dims=dims, n_classes=n_classes, **{**SMALL_KWARGS.get(name, {}), **kwargs})
+    return cls(dims=dims, n_classes=n_classes, **{**cls.conformance_kwargs, **kwargs})
 
 
 def _inputs(seed: int = 123, dims: FusionDims = SMALL, batch: int = BATCH):

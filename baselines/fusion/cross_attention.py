@@ -73,6 +73,7 @@ class CrossAttentionFusion(Fusion):
     handles_missing = False
     # AMF-MedIT A.3: cross-attention overfitted severely, so weight decay was searched.
     # weight_decay is an optimiser setting, not a constructor argument.
+    conformance_kwargs = {"d_model": 32, "n_heads": 4}
     search_space: dict[str, dict] = {
         "weight_decay": {"type": "categorical", "choices": [1e-1, 1e-2, 1e-3, 1e-4]},
     }
