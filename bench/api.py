@@ -3,12 +3,17 @@
 Tabular encoder
     ``forward(x_num [B, n_num] float, x_cat [B, n_cat] long | None) -> EncoderOutput``.
     Constructor keyword-only: ``(*, n_num, cat_cardinalities, **hyperparameters)``.
-    Must set ``self.d_out`` (pooled width) and ``self.d_token`` (token width).
+    Must set ``self.d_out`` (pooled width) and ``self.d_token`` (token width), and ``self.n_tokens``
+    unless it emits one token (the harness sizes fusions with it).
 
 Image encoder
     ``forward(images [B, C, H, W]) -> EncoderOutput`` with tokens = the final feature map
     flattened to ``[B, H'W', C']`` and pooled = its global average ``[B, C']``.
     Constructor keyword-only: ``(*, in_chans, image_size, **hyperparameters)``.
+    Must set ``self.d_out`` and ``self.d_token``, and ``self.n_tokens`` unless it emits one token.
+
+Encoders are plain ``nn.Module`` subclasses; like fusions they may declare the class attributes
+``search_space`` and ``conformance_kwargs`` (a small configuration for ``bench check-plugin``).
 
 Fusion
     ``forward(image_tokens, image_pooled, tabular_tokens, tabular_pooled,
@@ -92,11 +97,13 @@ class Fusion(nn.Module):
             image_available = torch.ones(batch, dtype=torch.bool, device=image_pooled.device)
         if tabular_available is None:
             tabular_available = torch.ones(batch, dtype=torch.bool, device=image_pooled.device)
-        if not self.handles_missing and not (bool(image_available.all()) and bool(tabular_available.all())):
-            raise ValueError(
-                f"{type(self).__name__} cannot take a missing modality; pick an imputation protocol "
-                "or a fusion with handles_missing=True"
-            )
+        if not self.handles_missing:
+            missing = [m for m, a in (("image", image_available), ("tabular", tabular_available)) if not bool(a.all())]
+            if missing:
+                raise ValueError(
+                    f"{type(self).__name__} cannot take a missing modality ({' and '.join(missing)} missing for "
+                    "some samples); pick an imputation protocol or a fusion with handles_missing=True"
+                )
         return self.fuse(image_tokens, image_pooled, tabular_tokens, tabular_pooled, image_available, tabular_available)
 
     def fuse(
@@ -136,5 +143,19 @@ class MultimodalModel(nn.Module):
     ) -> FusionOutput:
         img = self.image_encoder(images)
         tab = self.tabular_encoder(x_num, x_cat)
+        img_tokens, img_pooled = img.tokens, img.pooled
         tab_tokens = tab.tokens if self.fusion.needs_tabular_tokens else tab.pooled[:, None, :]
-        return self.fusion(img.tokens, img.pooled, tab_tokens, tab.pooled, image_available, tabular_available)
+        tab_pooled = tab.pooled
+        # a missing modality reaches the fusion as its mask, with zeros in its tensors
+        if image_available is not None:
+            img_tokens, img_pooled = zero_missing(img_tokens, image_available), zero_missing(img_pooled, image_available)
+        if tabular_available is not None:
+            tab_tokens, tab_pooled = zero_missing(tab_tokens, tabular_available), zero_missing(tab_pooled, tabular_available)
+        return self.fusion(img_tokens, img_pooled, tab_tokens, tab_pooled, image_available, tabular_available)
+
+
+def zero_missing(x: Tensor, available: Tensor) -> Tensor:
+    """``x`` with the rows of unavailable samples set to zero (and cut from the graph)."""
+    if bool(available.all()):
+        return x
+    return torch.where(available.view((-1,) + (1,) * (x.dim() - 1)), x, torch.zeros((), dtype=x.dtype, device=x.device))

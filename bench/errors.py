@@ -29,3 +29,7 @@ class DataError(BenchError):
 
 class ConfigError(BenchError):
     """An invalid suite, option or plug-in combination."""
+
+
+class PluginError(BenchError):
+    """A registered third-party plug-in that cannot be imported."""

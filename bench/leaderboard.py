@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 from bench.errors import BenchError
 from bench.metrics import format_mean_std, mean_std
-from bench.results import RESULT_COLUMNS, atomic_write_text, load_reports
+from bench.results import RESULT_COLUMNS, atomic_write_bytes, atomic_write_text, load_reports
 
 
 def results_frame(suite_dir: Path) -> pd.DataFrame:
@@ -202,15 +202,30 @@ def suite_metadata(suite_dir: Path) -> dict:
 
 
 def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = None, publish_to: Path | None = None) -> Path:
+    from bench.robustness import render_robustness, robustness_frame
+
     df = results_frame(suite_dir)
     meta = suite_metadata(suite_dir)
     expected = expected_seeds or meta.get("seeds")
     csv = df.to_csv(index=False)
     atomic_write_text(suite_dir / "results.csv", csv)
-    md = render_markdown(df, meta, expected)
+    name = meta.get("suite", suite_dir.name)
+    rob = robustness_frame(load_reports(suite_dir))
+    headline = df[~df["protocol"].str.contains("@train=", regex=False)] if len(rob) else df
+    md = render_markdown(headline if len(headline) else df, meta, expected)
+    plots: dict[str, bytes] = {}
+    if len(rob):
+        rob_md, plots = render_robustness(rob, meta, expected, name)
+        md += "\n" + rob_md
+        atomic_write_text(suite_dir / "robustness.csv", rob.to_csv(index=False))
     atomic_write_text(suite_dir / "leaderboard.md", md + "\n")
+    for fname, png in plots.items():
+        atomic_write_bytes(suite_dir / fname, png)
     if publish_to is not None:
-        name = meta.get("suite", suite_dir.name)
         atomic_write_text(publish_to / f"{name}.md", md + "\n")
         atomic_write_text(publish_to / f"{name}.csv", csv)
+        if len(rob):
+            atomic_write_text(publish_to / f"{name}-robustness.csv", rob.to_csv(index=False))
+        for fname, png in plots.items():
+            atomic_write_bytes(publish_to / fname, png)
     return suite_dir / "leaderboard.md"

@@ -32,13 +32,23 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.api import FusionDims, FusionOutput, MultimodalModel
+from bench.api import FusionDims, FusionOutput, MultimodalModel, zero_missing
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
+from bench.imputation import ImputedFusion, parse_variant
 from bench.importance import ig_importance
 from bench.metrics import evaluate
 from bench.pretrain import EncoderSpec, cache_root, pretrain_pair, pretrain_steps
-from bench.protocols import AppliedProtocol, PreparedTabular, apply_protocol
+from bench.protocols import (
+    AppliedProtocol,
+    Condition,
+    PreparedTabular,
+    apply_cells,
+    apply_protocol,
+    availability,
+    cell_mask,
+    missingness_plan,
+)
 from bench.registry import get
 from bench.results import (
     RunReport,
@@ -191,7 +201,11 @@ def fusion_dims(img_enc: nn.Module, tab_enc: nn.Module, fusion_cls) -> FusionDim
 
 
 def build_fusion(name: str, dims: FusionDims, n_classes: int, kwargs: dict, rconf: float | None):
-    fusion = get("fusion", name)(dims=dims, n_classes=n_classes, **kwargs)
+    """A registered fusion by name, or an imputation variant ``<name>+zero`` / ``<name>+mean``."""
+    base, impute = parse_variant(name)
+    fusion = get("fusion", base)(dims=dims, n_classes=n_classes, **kwargs)
+    if impute:
+        fusion = ImputedFusion(fusion, impute)
     if rconf is not None:
         fusion.set_confidence_ratio(float(rconf))
     return fusion
@@ -217,6 +231,55 @@ def unimodal_probe(features: torch.Tensor, prep: Prepared, loss: LossConfig, cfg
               FitConfig(lr=lr, max_epochs=int(cfg["max_epochs"]), patience=int(cfg["patience"]), batch_size=256, seed=seed),
               task=data.task, loss=loss)
     return res.best_val
+
+
+# ------------------------------------------------------------------------------ training settings
+NO_MISSINGNESS = Condition("none")
+
+
+@dataclass
+class TrainSetting:
+    """One set of runs: the data they train on, the missingness at training, and what they are tested under.
+
+    ``label`` is the run spec's protocol: ``complete`` / ``incomplete-tabular`` for the AMF-MedIT
+    protocols, ``missing-image@train=0.3`` and the like for a missingness protocol trained at a rate
+    above 0. Training at rate 0 of any missingness protocol is training on complete data, so those
+    runs are shared with the ``complete`` runs and evaluated under every protocol's test rates.
+    """
+
+    label: str
+    proto: AppliedProtocol
+    train_cond: Condition = NO_MISSINGNESS
+    evals: list[tuple[str, Condition]] = dataclasses.field(default_factory=list)  # (protocol name, test condition)
+    report_eval: tuple[str, Condition] | None = None  # the condition whose test metric is the run's headline
+
+
+def train_settings(suite: Suite, tab: PreparedTabular, importance: dict | None) -> dict[str, TrainSetting]:
+    ranking = importance["ranking"] if importance else None
+    settings: dict[str, TrainSetting] = {}
+    for spec in suite.protocols:
+        plan = missingness_plan(spec)
+        if plan is None:
+            settings.setdefault(spec["name"], TrainSetting(spec["name"], apply_protocol(spec, tab, ranking)))
+            continue
+        for p in plan.train_rates:
+            label = "complete" if p == 0 else plan.run_protocol(p)
+            st = settings.setdefault(label, TrainSetting(label, apply_protocol({"name": "complete"}, tab, ranking),
+                                                         NO_MISSINGNESS if p == 0 else plan.condition(p)))
+            rates = sorted(set(plan.test_rates) | {p})
+            st.evals += [(plan.name, plan.condition(q)) for q in rates]
+            if p > 0:
+                st.report_eval = (plan.name, plan.condition(p))
+    return settings
+
+
+def needs_importance(suite: Suite) -> bool:
+    for p in suite.protocols:
+        if p["name"] == "incomplete-tabular" and p.get("mask", {}).get("by", "importance") == "importance":
+            return True
+        if p["name"] == "missing-cells" and p.get("flavour") in ("most-important", "least-important"):
+            return True
+    return False
 
 
 # ------------------------------------------------------------------------------------- the suite
@@ -251,11 +314,13 @@ def run_suite(
     budget = suite.budget
     _say(f"[bench] suite {suite.name} v{suite.version} | budget {suite.budget_name} | data {prov['dataset']} "
          f"({prov['source']}, {prov['version']}, n={data.n}, image {data.image_shape}) | seeds {suite.seeds}")
+    variants, refused = suite.fusion_variants()
+    for name, why in refused.items():
+        _say(f"[bench] refused {name}: {why}")
 
-    # importance ranking for incomplete-tabular protocols
+    # importance ranking for incomplete-tabular and importance-ranked missing-cells protocols
     importance = None
-    if any(p["name"] == "incomplete-tabular" and p.get("mask", {}).get("by", "importance") == "importance"
-           for p in suite.protocols):
+    if needs_importance(suite):
         icfg = budget.get("importance", {})
         model_name = icfg.get("model", "resnet")
         _say(f"[bench] feature importance: integrated gradients of a supervised {model_name} on the training split")
@@ -265,12 +330,18 @@ def run_suite(
             model_name=model_name, model_kwargs=suite.tabular_config(model_name), loss=loss, cfg=icfg, seed=PRETRAIN_SEED)
         top = ", ".join(f"{k} {v:.1%}" for k, v in list(importance["scores"].items())[:3])
         _say(f"[bench]   most important: {top}")
-    protocols = {p["name"]: apply_protocol(p, prep.tab, importance["ranking"] if importance else None) for p in suite.protocols}
+    settings = train_settings(suite, prep.tab, importance)
+    plans = [pl for pl in (missingness_plan(p) for p in suite.protocols) if pl is not None]
 
     atomic_write_json(suite_dir / "suite.json", {
         "suite": suite.name, "version": suite.version, "budget": suite.budget_name, "budget_config": budget,
-        "seeds": suite.seeds, "tabular_encoders": suite.tabular_encoders, "fusions": suite.fusions,
-        "strategies": suite.strategies, "protocols": {k: v.describe() for k, v in protocols.items()},
+        "seeds": suite.seeds, "tabular_encoders": suite.tabular_encoders, "fusions": [v[0] for v in variants],
+        "refused": refused, "strategies": suite.strategies,
+        "protocols": {**{k: v.proto.describe() for k, v in settings.items() if v.train_cond.kind == "none"
+                         and k not in {pl.name for pl in plans}},
+                      **{pl.name: pl.describe() for pl in plans}},
+        "missingness": [{"name": pl.name, "kind": pl.kind, "flavour": pl.flavour, "train_rates": pl.train_rates,
+                         "test_rates": pl.test_rates} for pl in plans],
         "provenance": prov, "importance": importance, "environment": env, "loss": suite.loss,
         "search": budget.get("search", {}),
     })
@@ -280,15 +351,18 @@ def run_suite(
     image_label = image_cfg.get("model_name", image_name)
     image_spec = EncoderSpec("image_encoder", image_name,
                              {**image_cfg, "in_chans": data.image_shape[0], "image_size": data.image_shape[-1]})
-    runs_total = (len(suite.tabular_encoders) * len(protocols) * len(suite.fusions) * len(suite.strategies) * len(suite.seeds))
+    runs_total = len(suite.tabular_encoders) * len(settings) * len(variants) * len(suite.strategies) * len(suite.seeds)
     bar = tqdm(total=runs_total, desc=f"{suite.name} runs", unit="run", disable=not progress, dynamic_ncols=True)
     profiles: dict[tuple[str, str], dict] = {}
     # fusions that read every tabular token (not only the pooled one) need them encoded and cached
-    needs_tab_tokens = any(getattr(get("fusion", f), "needs_tabular_tokens", False) for f in suite.fusions)
+    needs_tab_tokens = any(getattr(get("fusion", base), "needs_tabular_tokens", False) for _, base, _ in variants)
+
+    def spec_of(setting: str, tab_name: str, label: str, strategy: str, seed: int) -> RunSpec:
+        return RunSpec(suite.name, setting, image_label, tab_name, label, strategy, seed)
 
     for tab_name in suite.tabular_encoders:
-        pending = [RunSpec(suite.name, p, image_label, tab_name, f, s, seed) for p in protocols
-                   for f in suite.fusions for s in suite.strategies for seed in suite.seeds]
+        pending = [spec_of(st, tab_name, v[0], s, seed) for st in settings for v in variants
+                   for s in suite.strategies for seed in suite.seeds]
         if not force and all(is_done(run_dir(out, sp)) for sp in pending):
             bar.update(len(pending))  # every run of this encoder pair is finished: nothing to load
             continue
@@ -308,61 +382,65 @@ def run_suite(
         img_tokens = img_pooled = None  # image features do not depend on the protocol: encode once
         if hasattr(tab_enc, "tokens_needed"):  # no fusion reads all tabular tokens: skip computing them
             tab_enc.tokens_needed = needs_tab_tokens
+        probe_cache: dict[str, dict] = {}
 
-        for proto_name, proto in protocols.items():
-            specs_left = [
-                RunSpec(suite.name, proto_name, image_label, tab_name, f, s, seed)
-                for f in suite.fusions for s in suite.strategies for seed in suite.seeds]
+        for setting_name, setting in settings.items():
+            proto = setting.proto
+            specs_left = [spec_of(setting_name, tab_name, v[0], s, seed) for v in variants
+                          for s in suite.strategies for seed in suite.seeds]
             if not force and all(is_done(run_dir(out, sp)) for sp in specs_left):
                 bar.update(len(specs_left))
                 continue
-            # frozen features: computed once per (encoder checkpoint, dataset, protocol), cached on disk
+            # frozen features: computed once per (encoder checkpoint, dataset, protocol data), cached on disk
+            data_key = proto.describe() if proto.masked_features else "complete"
             if img_tokens is None:
                 img_tokens, img_pooled = cached_features(
                     {"encoders": pinfo["cache_key"], "data": prov["checksum"], "modality": "image"},
                     dev, encode_images, img_enc, data.images)
             tab_tokens, tab_pooled = cached_features(
                 {"encoders": pinfo["cache_key"], "data": prov["checksum"], "modality": "tabular",
-                 "protocol": proto.describe(), "tokens": needs_tab_tokens},
+                 "protocol": data_key, "tokens": needs_tab_tokens},
                 dev, encode_tabular, tab_enc, proto.x_num, proto.x_cat, needs_tab_tokens)
             feats = Features(img_tokens, img_pooled, tab_pooled, tab_tokens)
 
-            # Rconf from frozen unimodal probes (appendix A.4)
-            probe_cfg = budget.get("probes", {"max_epochs": 50, "patience": 10})
-            m_img = unimodal_probe(img_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
-            m_tab = unimodal_probe(tab_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
-            rconf = confidence_ratio(m_img, m_tab)
-            override = suite.raw.get("rconf", "measured")
-            if override != "measured":  # a suite may fix Rconf, e.g. the paper's ablation values (4.6.1)
-                rconf = float(override)
-            _say(f"[bench] {tab_name} / {proto.describe()}: unimodal probes (val) image {m_img:.4f}, "
-                 f"tabular {m_tab:.4f} -> Rconf {rconf:.3f}{'' if override == 'measured' else ' (fixed by the suite)'}")
-            probes = {"image_val": m_img, "tabular_val": m_tab, "rconf": rconf}
+            # Rconf from frozen unimodal probes on the protocol's data (appendix A.4)
+            if data_key not in probe_cache:
+                probe_cfg = budget.get("probes", {"max_epochs": 50, "patience": 10})
+                m_img = unimodal_probe(img_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
+                m_tab = unimodal_probe(tab_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
+                rconf = confidence_ratio(m_img, m_tab)
+                override = suite.raw.get("rconf", "measured")
+                if override != "measured":  # a suite may fix Rconf, e.g. the paper's ablation values (4.6.1)
+                    rconf = float(override)
+                _say(f"[bench] {tab_name} / {data_key}: unimodal probes (val) image {m_img:.4f}, "
+                     f"tabular {m_tab:.4f} -> Rconf {rconf:.3f}{'' if override == 'measured' else ' (fixed by the suite)'}")
+                probe_cache[data_key] = {"image_val": m_img, "tabular_val": m_tab, "rconf": rconf}
+            probes = probe_cache[data_key]
+            rconf = probes["rconf"]
 
-            for fusion_name in suite.fusions:
-                fusion_cls = get("fusion", fusion_name)
-                fusion_kwargs = dict(budget.get("fusions", {}).get(fusion_name, {}))
+            for label, base, _impute in variants:
+                fusion_cls = get("fusion", base)
+                fusion_kwargs = dict(budget.get("fusions", {}).get(base, {}))
                 dims = fusion_dims(img_enc, tab_enc, fusion_cls)
-                key = (tab_name, fusion_name)
+                key = (tab_name, label)
                 if key not in profiles:
-                    profiles[key] = _profile(img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs, rconf, data,
+                    profiles[key] = _profile(img_enc, tab_enc, label, dims, n_out, fusion_kwargs, rconf, data,
                                              budget.get("latency", {}))
                 for strategy in suite.strategies:
-                    specs = [RunSpec(suite.name, proto_name, image_label, tab_name, fusion_name, strategy, seed)
-                             for seed in suite.seeds]
+                    specs = [spec_of(setting_name, tab_name, label, strategy, seed) for seed in suite.seeds]
                     todo = [sp for sp in specs if force or not is_done(run_dir(out, sp))]
                     bar.update(len(specs) - len(todo))
                     if not todo:
                         continue
                     warm = strategy == "trainable" and budget["finetune"]["trainable"].get("warm_start") == "frozen"
                     # a warm-started run loads the head of the frozen run with the same spec and seed
-                    warm_from = (out, RunSpec(suite.name, proto_name, image_label, tab_name, fusion_name, "frozen", 0)) if warm else None
-                    ctx = _RunContext(prep, feats, proto, img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs,
-                                      rconf, strategy, loss, budget, warm_from)
+                    warm_from = (out, spec_of(setting_name, tab_name, label, "frozen", 0)) if warm else None
+                    ctx = _RunContext(prep, feats, setting, img_enc, tab_enc, label, dims, n_out, fusion_kwargs,
+                                      rconf, strategy, loss, budget, warm_from, importance, needs_tab_tokens, out)
                     # one search per (tabular encoder, fusion, strategy[, protocol]), saved in the suite
-                    # directory; with per_protocol false the first protocol's choice is reused
+                    # directory; with per_protocol false the first setting's choice is reused
                     search_cfg = budget.get("search", {})
-                    search_key = (tab_name, fusion_name, strategy, proto_name if search_cfg.get("per_protocol", True) else "*")
+                    search_key = (tab_name, label, strategy, setting_name if search_cfg.get("per_protocol", True) else "*")
                     search_file = suite_dir / "search" / ("__".join(search_key).replace("*", "all") + ".json")
                     if search_file.exists() and not force:
                         saved = json.loads(search_file.read_text())
@@ -371,34 +449,10 @@ def run_suite(
                         best, search_info = search_hyperparameters(
                             ctx.objective, fusion_cls=fusion_cls, strategy=strategy, budget=search_cfg,
                             seed=suite.seeds[0])
-                        atomic_write_json(search_file, {"best": best, "info": {**search_info, "protocol": proto_name}})
-                    bar.set_postfix_str(f"{tab_name}/{fusion_name}/{strategy}/{proto_name}")
+                        atomic_write_json(search_file, {"best": best, "info": {**search_info, "protocol": setting_name}})
+                    bar.set_postfix_str(f"{tab_name}/{label}/{strategy}/{setting_name}")
                     for sp in todo:
-                        t0 = time.perf_counter()
-                        model, fit_res = ctx.train(best, sp.seed)
-                        rd = run_dir(out, sp)
-                        if strategy == "frozen":  # the head a warm-started trainable run starts from
-                            rd.mkdir(parents=True, exist_ok=True)
-                            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, rd / HEAD_FILE)
-                        test_logits = predict(model, ctx.forward, prep.test, 256)
-                        val_logits = fit_res.best_val_logits
-                        test = evaluate(data.task, data.y[prep.test], test_logits)
-                        val = evaluate(data.task, data.y[prep.val], val_logits)
-                        report = RunReport(
-                            spec=sp, suite_version=suite.version, budget=suite.budget_name, metric=test["metric"],
-                            test=test, val=val, hyperparameters={**best, "rconf": rconf, **fusion_kwargs},
-                            profile=profiles[key], provenance=prov,
-                            training={"epochs_run": fit_res.epochs_run, "best_epoch": fit_res.best_epoch,
-                                      "seconds": round(time.perf_counter() - t0, 2), "history": fit_res.history,
-                                      "search": search_info, "pretraining": pinfo, "probes": probes,
-                                      "protocol": proto.describe(),
-                                      "warm_start": "frozen head of the same seed" if warm else "none"},
-                            environment=env)
-                        ids = data.ids if data.ids is not None else np.arange(data.n)
-                        write_run(rd, report, {"spec": sp.__dict__, "hyperparameters": report.hyperparameters,
-                                                              "budget": budget, "loss": suite.loss},
-                                  {"test_ids": np.asarray(ids)[prep.test].astype(str), "test_y": data.y[prep.test],
-                                   "test_logits": test_logits, "val_y": data.y[prep.val], "val_logits": val_logits})
+                        _final_run(ctx, sp, best, search_info, suite, prov, env, profiles[key], pinfo, probes, warm)
                         bar.update(1)
     bar.close()
     from bench.leaderboard import write_leaderboard
@@ -406,6 +460,56 @@ def run_suite(
     reports = load_reports(suite_dir)
     write_leaderboard(suite_dir, expected_seeds=suite.seeds)
     return SuiteResult(suite_dir, reports, time.perf_counter() - t_start)
+
+
+def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, suite: Suite, prov: dict, env: dict,
+               profile: dict, pinfo: dict, probes: dict, warm: bool) -> None:
+    """Fit one seed with the searched hyper-parameters, test it under every condition, write its run directory."""
+    prep, data = ctx.prep, ctx.prep.data
+    t0 = time.perf_counter()
+    model, fit_res = ctx.train(best, sp.seed)
+    seconds = round(time.perf_counter() - t0, 2)
+    rd = run_dir(ctx.out, sp)
+    if sp.strategy == "frozen":  # the head a warm-started trainable run starts from
+        rd.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, rd / HEAD_FILE)
+    ids = data.ids if data.ids is not None else np.arange(data.n)
+    arrays = {"test_ids": np.asarray(ids)[prep.test].astype(str), "test_y": data.y[prep.test],
+              "val_y": data.y[prep.val], "val_logits": fit_res.best_val_logits}
+    if ctx.fit_state.image_available is not None:
+        arrays["fit_image_available"] = ctx.fit_state.image_available
+    if ctx.fit_state.tabular_available is not None:
+        arrays["fit_tabular_available"] = ctx.fit_state.tabular_available
+    sweep: dict[str, dict[str, dict]] = {}
+    headline = None
+    for proto_name, cond in ctx.setting.evals:
+        state = ctx.test_state(cond, sp.seed)
+        logits = predict(model, ctx.forward_with(state), prep.test, 256)
+        metrics = evaluate(data.task, data.y[prep.test], logits)
+        sweep.setdefault(proto_name, {})[cond.label] = metrics
+        tag = f"{proto_name}@test={cond.label}"
+        arrays[f"test_logits__{tag}"] = logits
+        for modality in ("image", "tabular"):
+            avail = getattr(state, f"{modality}_available")
+            if avail is not None:
+                arrays[f"test_{modality}_available__{tag}"] = avail[prep.test]
+        if ctx.setting.report_eval == (proto_name, cond):
+            headline = (metrics, logits)
+    if headline is None:  # complete / incomplete-tabular data, no missingness at test
+        logits = predict(model, ctx.forward_with(ctx.test_state(NO_MISSINGNESS, sp.seed)), prep.test, 256)
+        headline = (evaluate(data.task, data.y[prep.test], logits), logits)
+    test, arrays["test_logits"] = headline
+    val = evaluate(data.task, data.y[prep.val], fit_res.best_val_logits)
+    report = RunReport(
+        spec=sp, suite_version=suite.version, budget=suite.budget_name, metric=test["metric"],
+        test=test, val=val, hyperparameters={**best, "rconf": ctx.rconf, **ctx.fusion_kwargs},
+        profile=profile, provenance=prov,
+        training={"epochs_run": fit_res.epochs_run, "best_epoch": fit_res.best_epoch, "seconds": seconds,
+                  "history": fit_res.history, "search": search_info, "pretraining": pinfo, "probes": probes,
+                  "protocol": ctx.describe(), "warm_start": "frozen head of the same seed" if warm else "none"},
+        environment=env, sweep=sweep)
+    write_run(rd, report, {"spec": sp.__dict__, "hyperparameters": report.hyperparameters,
+                           "budget": suite.budget, "loss": suite.loss}, arrays)
 
 
 def _profile(img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs, rconf, data, latency_cfg) -> dict:
@@ -422,32 +526,103 @@ def _profile(img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs, rconf, d
     return rep.to_dict()
 
 
-class _RunContext:
-    """Everything one (protocol, encoder pair, fusion, strategy) needs to train for a seed."""
+@dataclass
+class DataState:
+    """What a forward pass reads: frozen features (or raw inputs) and availability, for all n samples.
 
-    def __init__(self, prep, feats, proto: AppliedProtocol, img_enc, tab_enc, fusion_name, dims, n_out,
-                 fusion_kwargs, rconf, strategy, loss, budget, warm_from: tuple[Path, RunSpec] | None = None):
-        self.prep, self.feats, self.proto = prep, feats, proto
+    ``tab_rows`` maps a sample index to its row in the tabular tensors, so a test condition can
+    re-encode only the test rows. Availability arrays are None when nothing is missing.
+    """
+
+    tab_pooled: torch.Tensor | None = None
+    tab_tokens: torch.Tensor | None = None
+    tab_rows: np.ndarray | None = None
+    x_num: torch.Tensor | None = None
+    x_cat: torch.Tensor | None = None
+    image_available: np.ndarray | None = None
+    tabular_available: np.ndarray | None = None
+
+
+class _RunContext:
+    """Everything one (training setting, encoder pair, fusion, strategy) needs to train for a seed."""
+
+    def __init__(self, prep, feats, setting: TrainSetting, img_enc, tab_enc, fusion_name, dims, n_out,
+                 fusion_kwargs, rconf, strategy, loss, budget, warm_from: tuple[Path, RunSpec] | None = None,
+                 importance: dict | None = None, needs_tab_tokens: bool = False, out: Path | None = None):
+        self.prep, self.feats, self.setting, self.proto = prep, feats, setting, setting.proto
         self.img_enc, self.tab_enc = img_enc, tab_enc
         self.fusion_name, self.dims, self.n_out = fusion_name, dims, n_out
         self.fusion_kwargs, self.rconf, self.strategy, self.loss = fusion_kwargs, rconf, strategy, loss
         self.cfg = budget["finetune"][strategy]
         self.warm_from = warm_from  # (out, frozen run spec): whose head (at the same seed) starts this run
+        self.out = out  # the --out directory run directories go under
         self.images = prep.data.images
         self.device = _device_of(img_enc)
-        self.x_num_t = torch.as_tensor(proto.x_num)
-        self.x_cat_t = torch.as_tensor(proto.x_cat)
-        self.has_cat = proto.x_cat.shape[1] > 0
+        self.importance = importance
+        self.needs_tab_tokens = needs_tab_tokens
+        self.n = prep.data.n
+        self.names = list(prep.tab.num_names) + list(prep.tab.cat_names)
+        self.base = DataState(tab_pooled=feats.tab_pooled, tab_tokens=feats.tab_tokens, tab_rows=None,
+                              x_num=torch.as_tensor(self.proto.x_num), x_cat=torch.as_tensor(self.proto.x_cat))
+        self.has_cat = self.proto.x_cat.shape[1] > 0
+        self.fit_state = self.base
+
+    def describe(self) -> str:
+        cond = self.setting.train_cond
+        if cond.kind == "none":
+            return self.proto.describe()
+        return f"{self.setting.label}: {cond.kind} missing at rate {cond.rate:g} in training and validation"
+
+    # ------------------------------------------------------------------ missingness -> data states
+    def _state(self, cond: Condition, seed: int, rows: np.ndarray, role: str, start: DataState) -> DataState:
+        state = dataclasses.replace(start)
+        if cond.kind in ("image", "tabular"):
+            setattr(state, f"{cond.kind}_available", availability(self.n, rows, cond, seed, role))
+        elif cond.kind == "cells" and cond.rate > 0:
+            mask = cell_mask(self.n, rows, self.names, cond, seed, role,
+                             self.importance["ranking"] if self.importance else None)
+            x_num, x_cat = apply_cells(self.proto.x_num, self.proto.x_cat, self.prep.tab, mask)
+            if self.strategy == "frozen":
+                toks, pooled = encode_tabular(self.tab_enc, x_num[rows], x_cat[rows], self.needs_tab_tokens)
+                state.tab_pooled, state.tab_tokens = pooled, toks
+                state.tab_rows = np.full(self.n, -1, dtype=np.int64)
+                state.tab_rows[rows] = np.arange(len(rows))
+            else:
+                state.x_num, state.x_cat = torch.as_tensor(x_num), torch.as_tensor(x_cat)
+        return state
+
+    def prepare_fit(self, seed: int) -> None:
+        """The training/validation data of this seed: the setting's training missingness on train + val rows."""
+        rows = np.concatenate([self.prep.train, self.prep.val])
+        self.fit_state = self._state(self.setting.train_cond, seed, rows, "fit", self.base)
+
+    def test_state(self, cond: Condition, seed: int) -> DataState:
+        return self._state(cond, seed, self.prep.test, "test", self.base)
 
     # the forward used by fit/predict: model + sample indices -> FusionOutput
+    def forward_with(self, state: DataState):
+        def forward(model: nn.Module, idx: np.ndarray) -> FusionOutput:
+            dev = self.device
+            ia = None if state.image_available is None else torch.as_tensor(state.image_available[idx]).to(dev)
+            ta = None if state.tabular_available is None else torch.as_tensor(state.tabular_available[idx]).to(dev)
+            if self.strategy == "frozen":
+                f = self.feats
+                rows = idx if state.tab_rows is None else state.tab_rows[idx]
+                tab_pooled = state.tab_pooled[rows]
+                tab_tok = state.tab_tokens[rows] if state.tab_tokens is not None and model.needs_tabular_tokens \
+                    else tab_pooled[:, None]
+                img_tok, img_pooled = f.image_tokens[idx], f.image_pooled[idx]
+                if ia is not None:
+                    img_tok, img_pooled = zero_missing(img_tok, ia), zero_missing(img_pooled, ia)
+                if ta is not None:
+                    tab_tok, tab_pooled = zero_missing(tab_tok, ta), zero_missing(tab_pooled, ta)
+                return model(img_tok, img_pooled, tab_tok, tab_pooled, ia, ta)
+            images = torch.as_tensor(np.asarray(self.images[idx])).to(dev)
+            return model(images, state.x_num[idx].to(dev), state.x_cat[idx].to(dev) if self.has_cat else None, ia, ta)
+        return forward
+
     def forward(self, model: nn.Module, idx: np.ndarray) -> FusionOutput:
-        if self.strategy == "frozen":
-            f = self.feats
-            tab_tok = f.tab_tokens[idx] if f.tab_tokens is not None and model.needs_tabular_tokens else f.tab_pooled[idx][:, None]
-            return model(f.image_tokens[idx], f.image_pooled[idx], tab_tok, f.tab_pooled[idx])
-        dev = self.device
-        images = torch.as_tensor(np.asarray(self.images[idx])).to(dev)
-        return model(images, self.x_num_t[idx].to(dev), self.x_cat_t[idx].to(dev) if self.has_cat else None)
+        return self.forward_with(self.fit_state)(model, idx)
 
     def build(self, hp: dict, seed: int) -> nn.Module:
         torch.manual_seed(seed)
@@ -465,6 +640,7 @@ class _RunContext:
         return MultimodalModel(copy.deepcopy(self.img_enc), copy.deepcopy(self.tab_enc), fusion).to(self.device)
 
     def train(self, hp: dict, seed: int, max_epochs: int | None = None):
+        self.prepare_fit(seed)
         model = self.build(hp, seed)
         cfg = FitConfig(lr=float(hp["lr"]), weight_decay=float(hp.get("weight_decay", 0.0)),
                         max_epochs=int(max_epochs or self.cfg["max_epochs"]), patience=int(self.cfg["patience"]),

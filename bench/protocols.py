@@ -41,11 +41,12 @@ class AppliedProtocol:
 
 
 def apply_protocol(spec: dict, tab: PreparedTabular, importance_ranking: list[str] | None) -> AppliedProtocol:
+    """The data of a protocol; a missingness protocol starts from the complete data (its masks come later)."""
     name = spec["name"]
-    if name == "complete":
+    if name == "complete" or name in MISSING_PROTOCOLS:
         return AppliedProtocol(name, tab.x_num, tab.x_cat, [], "none")
     if name != "incomplete-tabular":
-        raise ConfigError(f"unknown protocol {name!r}; choose complete or incomplete-tabular")
+        raise ConfigError(f"unknown protocol {name!r}; choose from {list(ALL_PROTOCOLS)}")
     mask = spec.get("mask", {"by": "importance", "top_k": 1})
     fill = spec.get("fill", "mean")
     if fill != "mean":
@@ -71,3 +72,167 @@ def apply_protocol(spec: dict, tab: PreparedTabular, importance_ranking: list[st
         else:
             raise ConfigError(f"protocol incomplete-tabular: feature {f!r} is not a column of this dataset")
     return AppliedProtocol(name, x_num, x_cat, features, fill)
+
+
+# ------------------------------------------------------------------------------- missingness
+# Whole-modality missingness (the resilient vision-tabular transformer's two stress tests) and
+# tabular-cell missingness (TIP's four flavours). A protocol of this kind expands into *training
+# conditions* (one set of runs each) and *test conditions* (every run is evaluated under each):
+#
+#   {name: missing-image,   train_rates: [0.0, 0.5], test_rates: [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]}
+#   {name: missing-tabular, train_rates: [...],      test_rates: [...]}
+#   {name: missing-cells, flavour: random-cells, train_rates: [0.0], test_rates: [0.0, 0.3, 0.5]}
+#
+# A missing modality is an availability mask [n] that reaches the fusion (the harness also zeroes
+# that modality's features, and the fusion may not depend on them); missing cells are replaced by
+# their training mean (numeric) or mode (categorical), as in the incomplete-tabular protocol.
+# Masks are a pure function of (run seed, modality, role, rate): each sample draws one uniform
+# number u per role and is missing when u < rate, so a higher rate removes a superset of samples.
+
+MISSING_MODALITY = ("missing-image", "missing-tabular")
+CELL_FLAVOURS = ("random-cells", "random-features", "most-important", "least-important")
+MISSING_PROTOCOLS = (*MISSING_MODALITY, "missing-cells")
+ALL_PROTOCOLS = ("complete", "incomplete-tabular", *MISSING_PROTOCOLS)
+
+
+def _rates(spec: dict, key: str, default: list[float]) -> list[float]:
+    values = spec.get(key, default)
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"protocol {spec['name']!r}: {key} must be a non-empty list of rates in [0, 1], got {values!r}")
+    out = []
+    for v in values:
+        if not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+            raise ConfigError(f"protocol {spec['name']!r}: rate {v!r} in {key} is not a number in [0, 1]")
+        out.append(round(float(v), 6))
+    return sorted(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Missingness applied to some rows: whole modalities at a rate, or tabular cells of a flavour."""
+
+    kind: str  # "none" | "image" | "tabular" | "cells"
+    rate: float = 0.0
+    flavour: str = ""
+
+    @property
+    def label(self) -> str:
+        return "none" if self.kind == "none" else f"{self.rate:g}"
+
+
+@dataclass
+class MissingnessPlan:
+    """How a protocol expands: the run-spec protocol label of each training rate, and the test rates."""
+
+    name: str  # e.g. "missing-image" or "missing-cells:most-important"
+    kind: str  # "image" | "tabular" | "cells"
+    flavour: str
+    train_rates: list[float]
+    test_rates: list[float]
+
+    def run_protocol(self, train_rate: float) -> str:
+        return f"{self.name}@train={train_rate:g}"
+
+    def condition(self, rate: float) -> Condition:
+        return Condition(self.kind, rate, self.flavour)
+
+    def describe(self) -> str:
+        what = {"image": "whole image missing", "tabular": "whole tabular record missing",
+                "cells": f"tabular cells missing ({self.flavour}; filled with the training mean/mode)"}[self.kind]
+        return (f"{what} for a fraction p of samples; training (and validation) at p in {self.train_rates}, "
+                f"every trained model tested at p in {self.test_rates}; masks drawn per seed")
+
+
+def missingness_plan(spec: dict) -> MissingnessPlan | None:
+    """The expansion of a missingness protocol, or None for complete / incomplete-tabular."""
+    name = spec["name"]
+    if name not in MISSING_PROTOCOLS:
+        return None
+    known = {"name", "train_rates", "test_rates", "flavour"}
+    extra = set(spec) - known
+    if extra:
+        raise ConfigError(f"protocol {name!r}: unknown key(s) {sorted(extra)}; known: {sorted(known)}")
+    train = _rates(spec, "train_rates", [0.0])
+    test = _rates(spec, "test_rates", [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
+    if name == "missing-cells":
+        flavour = spec.get("flavour", "random-cells")
+        if flavour not in CELL_FLAVOURS:
+            raise ConfigError(f"protocol missing-cells: unknown flavour {flavour!r}; choose from {list(CELL_FLAVOURS)}")
+        return MissingnessPlan(f"missing-cells:{flavour}", "cells", flavour, train, test)
+    if "flavour" in spec:
+        raise ConfigError(f"protocol {name!r} takes no flavour (that is for missing-cells)")
+    return MissingnessPlan(name, name.split("-", 1)[1], "", train, test)
+
+
+def parse_run_protocol(label: str) -> tuple[str, float | None]:
+    """``"missing-image@train=0.3"`` -> ``("missing-image", 0.3)``; other labels -> ``(label, None)``."""
+    if "@train=" not in label:
+        return label, None
+    name, rate = label.split("@train=", 1)
+    return name, float(rate)
+
+
+def _uniform(seed: int, stream: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform numbers that depend only on (seed, stream): the basis of every missingness mask."""
+    digest = np.frombuffer(stream.encode(), dtype=np.uint8).astype(np.uint64)
+    key = [int(seed) & 0xFFFFFFFF, *[int(b) for b in digest]]
+    return np.random.default_rng(np.random.SeedSequence(key)).random(shape)
+
+
+def availability(n: int, rows: np.ndarray, cond: Condition, seed: int, role: str) -> np.ndarray:
+    """Availability [n] of the condition's modality: rows lose it when their uniform draw is below the rate.
+
+    ``role`` separates the draws of the fitted rows ("fit": train + validation) from the test rows.
+    Rows outside ``rows`` stay available.
+    """
+    avail = np.ones(n, dtype=bool)
+    if cond.kind not in ("image", "tabular") or cond.rate <= 0:
+        return avail
+    u = _uniform(seed, f"{cond.kind}/{role}", (n,))
+    avail[rows] = ~(u[rows] < cond.rate)
+    return avail
+
+
+def cell_mask(n: int, rows: np.ndarray, names: list[str], cond: Condition, seed: int, role: str,
+              importance_ranking: list[str] | None) -> np.ndarray:
+    """Missing cells [n, n_features] (True = missing) for TIP's four flavours at the condition's rate.
+
+    * random-cells: each cell of the rows independently with probability p;
+    * random-features: a fraction p of the features (drawn per seed), for every row;
+    * most-important / least-important: the round(p * n_features) top / bottom features of the
+      importance ranking, for every row.
+    """
+    n_feat = len(names)
+    mask = np.zeros((n, n_feat), dtype=bool)
+    if cond.kind != "cells" or cond.rate <= 0:
+        return mask
+    if cond.flavour == "random-cells":
+        u = _uniform(seed, f"cells/{role}", (n, n_feat))
+        mask[rows] = u[rows] < cond.rate
+        return mask
+    k = int(round(cond.rate * n_feat))
+    if cond.flavour == "random-features":
+        order = np.argsort(_uniform(seed, "features", (n_feat,)), kind="stable")
+        cols = order[:k]
+    else:
+        if not importance_ranking:
+            raise ConfigError(f"protocol missing-cells ({cond.flavour}) needs an importance ranking; none was computed")
+        ranked = [names.index(f) for f in importance_ranking if f in names]
+        ranked += [j for j in range(n_feat) if j not in set(ranked)]
+        cols = ranked[:k] if cond.flavour == "most-important" else ranked[n_feat - k:] if k else []
+    for j in cols:
+        mask[rows, j] = True
+    return mask
+
+
+def apply_cells(x_num: np.ndarray, x_cat: np.ndarray, tab: PreparedTabular, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of ``(x_num, x_cat)`` with the masked cells filled by the training mean / mode."""
+    n_num = x_num.shape[1]
+    if not mask.any():
+        return x_num, x_cat
+    x_num, x_cat = x_num.copy(), x_cat.copy()
+    num_mask, cat_mask = mask[:, :n_num], mask[:, n_num:]
+    x_num[num_mask] = np.broadcast_to(tab.num_train_mean, x_num.shape)[num_mask]
+    if cat_mask.size:
+        x_cat[cat_mask] = np.broadcast_to(tab.cat_train_mode, x_cat.shape)[cat_mask]
+    return x_num, x_cat

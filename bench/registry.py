@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from bench.errors import UnknownNameError
+from bench.errors import PluginError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,18 @@ class Registry:
         entry = self.entries.get(name)
         if entry is None:
             raise UnknownNameError(self.kind, name, difflib.get_close_matches(name, self.entries, n=3, cutoff=0.5))
-        return entry.load()
+        try:
+            return entry.load()
+        except Exception as exc:
+            if entry.origin == "builtin":
+                raise
+            # a third-party module that fails to import: reported by name, one line, never a traceback
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
+            plugin_errors[f"{ENTRY_POINT_GROUPS.get(self.kind, self.kind)}:{name}"] = error
+            raise PluginError(
+                f"{self.kind} {name!r} from {entry.origin} ({entry.target}) failed to import: {error}; "
+                f"fix or uninstall {entry.origin}"
+            ) from exc
 
     def entry(self, name: str) -> Entry:
         self.get(name)

@@ -66,6 +66,8 @@ class RunReport:
     provenance: dict[str, Any]
     training: dict[str, Any]
     environment: dict[str, Any] = field(default_factory=dict)
+    #: missingness protocols: {protocol: {test rate: metrics}} — the run tested under every test condition
+    sweep: dict[str, dict[str, dict]] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def to_row(self) -> dict[str, Any]:
@@ -99,6 +101,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 

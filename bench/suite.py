@@ -15,10 +15,11 @@ from pathlib import Path
 import yaml
 
 from bench.errors import ConfigError
+from bench.imputation import IMPUTATIONS, variant_label
+from bench.protocols import ALL_PROTOCOLS, MISSING_MODALITY, missingness_plan
 from bench.registry import registry
 
 STRATEGIES = ("frozen", "trainable")
-PROTOCOLS = ("complete", "incomplete-tabular")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -73,6 +74,30 @@ class Suite:
     def image_config(self) -> dict:
         cfg = {k: v for k, v in self.image_encoder.items() if k != "name"}
         return deep_merge(cfg, self.budget.get("image_encoder", {}))
+
+    @property
+    def imputations(self) -> list[str]:
+        return list(self.raw.get("impute", []))
+
+    def fusion_variants(self) -> tuple[list[tuple[str, str, str | None]], dict[str, str]]:
+        """``([(label, fusion, imputation)], {refused fusion: reason})``.
+
+        Without whole-modality missingness every fusion runs as itself. With it, a fusion that
+        handles a missing modality runs as itself; one that cannot runs once per imputation the
+        suite names (``impute: [zero, mean]``), or is refused with the reason when it names none.
+        """
+        if not any(p["name"] in MISSING_MODALITY for p in self.protocols):
+            return [(f, f, None) for f in self.fusions], {}
+        variants, refused = [], {}
+        for f in self.fusions:
+            if registry("fusion").get(f).handles_missing:
+                variants.append((f, f, None))
+            elif self.imputations:
+                variants += [(variant_label(f, m), f, m) for m in self.imputations]
+            else:
+                refused[f] = ("cannot take a missing modality (handles_missing=False) and the suite names no "
+                              "imputation; add `impute: [zero, mean]` to the suite to run its imputation variants")
+        return variants, refused
 
 
 def load_suite(
@@ -139,9 +164,13 @@ def load_suite(
         registry("dataset").get(ds["fallback"])
     protocols = [p if isinstance(p, dict) else {"name": p} for p in doc["protocols"]]
     for p in protocols:
-        if p["name"] not in PROTOCOLS:
-            raise ConfigError(f"suite {doc['name']!r}: unknown protocol {p['name']!r}; choose from {list(PROTOCOLS)}")
-    return Suite(
+        if p["name"] not in ALL_PROTOCOLS:
+            raise ConfigError(f"suite {doc['name']!r}: unknown protocol {p['name']!r}; choose from {list(ALL_PROTOCOLS)}")
+        missingness_plan(p)  # validates rates and flavours now, not mid-suite
+    impute = doc.get("impute", [])
+    if not isinstance(impute, list) or any(m not in IMPUTATIONS for m in impute):
+        raise ConfigError(f"suite {doc['name']!r}: impute must be a list drawn from {list(IMPUTATIONS)}, got {impute!r}")
+    suite = Suite(
         name=doc["name"],
         version=int(doc.get("version", 1)),
         description=doc.get("description", ""),
@@ -158,3 +187,7 @@ def load_suite(
         seeds=chosen,
         raw=doc,
     )
+    variants, refused = suite.fusion_variants()
+    if not variants:
+        raise ConfigError(f"suite {doc['name']!r}: no fusion can run under its protocols ({'; '.join(f'{k}: {v}' for k, v in refused.items())})")
+    return suite
