@@ -1,3 +1,11 @@
 """Built-in fusion plug-ins."""
 
-from baselines.fusion import amf, concat, cross_attention  # noqa: F401  (register "amf", "concat", "cross_attention")
+from baselines.fusion import (  # noqa: F401  (each module registers its fusion)
+    amf,
+    concat,
+    concat_missing,
+    cross_attention,
+    gmu,
+    late_fusion,
+    masked_attention,
+)
