@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {list,run,leaderboard,perf}``.
+"""Command line: ``python -m bench {list,run,leaderboard,check-plugin,perf}``.
 
 Every user-input error becomes one line on stderr and exit code 2 (never a traceback); set
 ``BENCH_DEBUG=1`` to see the traceback of an unexpected failure.
@@ -21,6 +21,13 @@ EPILOG_RUN = """examples:
   python -m bench run --suite ol3i-incomplete --data-root /data/ol3i   # the real OL3I release
   python -m bench run --suite ol3i-incomplete --budget paper --seeds 2022 2023 2024 2025 2026
   python -m bench run --suite dvm-complete --fusion amf concat --tabular ft_mamba --out runs/
+  python -m bench run --suite ol3i-incomplete --fusion lmf concat amf   # a plug-in next to the built-ins
+"""
+
+EPILOG_CHECK = """examples:
+  python -m bench check-plugin lmf                   # a fusion from an installed package
+  python -m bench check-plugin ft_mamba --kind tabular_encoder
+exit status: 0 when every check passes, 1 when one fails, 2 for an unknown name.
 """
 
 EPILOG_LIST = """examples:
@@ -48,13 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", nargs="+", type=int, help="seeds to run (default: the budget's first N of the suite's)")
     run.add_argument("--budget", help="budget preset: smoke | cpu | paper (default: the suite's, usually cpu)")
     run.add_argument("--data-root", help="directory with the real dataset files (else $BENCH_<DATASET>_ROOT, else synthetic)")
-    run.add_argument("--fusion", nargs="+", dest="fusions", help="only these fusions of the suite")
+    run.add_argument("--fusion", nargs="+", dest="fusions",
+                     help="run these registered fusions instead of the suite's (plug-ins included)")
     run.add_argument("--tabular", nargs="+", dest="tabular_encoders", help="only these tabular encoders of the suite")
     run.add_argument("--strategy", nargs="+", dest="strategies", choices=["frozen", "trainable"], help="only these strategies")
     run.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:N]")
     run.add_argument("--force", action="store_true", help="re-run finished runs (default: skip run directories with DONE)")
     run.add_argument("--publish", action="store_true", help="also write leaderboards/<suite>.md and .csv in this checkout")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    chk = sub.add_parser("check-plugin", help="run the conformance kit on a registered fusion or encoder",
+                         epilog=EPILOG_CHECK, formatter_class=argparse.RawDescriptionHelpFormatter)
+    chk.add_argument("name", help="registered name, e.g. lmf")
+    chk.add_argument("--kind", choices=["fusion", "tabular_encoder", "image_encoder"],
+                     help="needed only when the name is registered under several kinds")
 
     sub.add_parser("perf", add_help=False,
                           help="benchmark this machine: FT-Mamba scan, frozen-feature caching, data path, fusion latency")
@@ -77,14 +91,27 @@ def _cmd_list(args) -> int:
     if args.json:
         print(json.dumps(out if args.kind is None else out[args.kind], indent=2))
         return 0
+    width = max([24] + [len(it["name"]) + 2 for items in out.values() for it in items])
     for kind, items in out.items():
         print(f"{kind} ({len(items)}):")
         for it in items:
             origin = "" if it["origin"] == "builtin" else f"  [{it['origin']}]"
-            print(f"  {it['name']:<24}{it['summary'][:80]}{origin}")
+            print(f"  {it['name']:<{width}}{it['summary'][:80]}{origin}")
     for name, err in plugin_errors.items():
         print(f"warning: plug-in {name} failed to load: {err}", file=sys.stderr)
     return 0
+
+
+def _cmd_check_plugin(args) -> int:
+    from bench.conformance import format_table, infer_kind, run_checks
+    from bench.registry import ENTRY_POINT_GROUPS, plugin_errors, registry
+
+    kind = args.kind or infer_kind(args.name)
+    if args.name not in registry(kind) and f"{ENTRY_POINT_GROUPS[kind]}:{args.name}" not in plugin_errors:
+        registry(kind).get(args.name)  # unknown name: one-line error with close matches
+    results = run_checks(kind, args.name)
+    print(format_table(kind, args.name, results))
+    return 0 if all(r.passed for r in results) else 1
 
 
 def _repo_leaderboards_dir() -> Path:
@@ -130,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"list": _cmd_list, "run": _cmd_run, "leaderboard": _cmd_leaderboard}[args.command](args)
+        commands = {"list": _cmd_list, "run": _cmd_run, "leaderboard": _cmd_leaderboard, "check-plugin": _cmd_check_plugin}
+        return commands[args.command](args)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -154,6 +154,14 @@ def _iter_entry_points(group: str) -> Iterable[metadata.EntryPoint]:
         return ()
 
 
+def _dist_summary(ep: metadata.EntryPoint) -> str:
+    """The plug-in's one-line description, from its distribution's metadata (no import needed)."""
+    try:
+        return (ep.dist.metadata.get("Summary") or "") if getattr(ep, "dist", None) else ""
+    except Exception:  # pragma: no cover - unreadable metadata only costs the summary
+        return ""
+
+
 def _ensure_loaded() -> None:
     global _loaded
     if _loaded:
@@ -178,7 +186,7 @@ def _ensure_loaded() -> None:
                     module_name = ep.value.split(":")[0]
                     if importlib.util.find_spec(module_name) is None:
                         raise ImportError(f"module {module_name!r} not found")
-                    _REGISTRIES[kind].add(ep.name, ep.value, origin=origin)
+                    _REGISTRIES[kind].add(ep.name, ep.value, origin=origin, summary=_dist_summary(ep))
             except Exception as exc:  # a broken plug-in is reported by name, never fatal
                 plugin_errors[f"{group}:{ep.name}"] = f"{type(exc).__name__}: {exc}"
                 log.warning("plug-in %s (%s) failed to load: %s", ep.name, group, exc)

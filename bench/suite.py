@@ -109,7 +109,11 @@ def load_suite(
     tabular_encoders: list[str] | None = None,
     strategies: list[str] | None = None,
 ) -> Suite:
-    """Load a suite by registered name or YAML path, apply a budget and CLI narrowing, validate names."""
+    """Load a suite by registered name or YAML path, apply a budget and CLI selections, validate names.
+
+    ``tabular_encoders`` and ``strategies`` narrow the suite's lists; ``fusions`` replaces its list
+    and may name any registered fusion.
+    """
     if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
         path = Path(name_or_path)
     else:
@@ -140,7 +144,9 @@ def load_suite(
         return [v for v in values if not wanted or v in wanted]
 
     tab = narrow("tabular_encoder", list(doc["tabular_encoders"]), tabular_encoders)
-    fus = narrow("fusion", list(doc["fusions"]), fusions)
+    # `--fusion` may name any registered fusion, plug-ins outside the suite included: it replaces the
+    # suite's list (in the order given); unknown names fail below with close matches
+    fus = list(dict.fromkeys(fusions)) if fusions else list(doc["fusions"])
     strat = list(doc.get("strategies", ["frozen"]))
     for s in strategies or []:
         if s not in STRATEGIES:

@@ -1,7 +1,8 @@
-"""Conformance kit for every registered fusion, plus AMF- and timm-encoder-specific tests.
+"""The conformance kit on every registered fusion and image encoder, plus built-in-specific tests.
 
-The kit runs on small dimensions (image 32-d x 4 tokens, tabular 16-d x 10 tokens) so it takes
-seconds on CPU. A third-party fusion registered through an entry point is checked the same way.
+The kit (``bench.conformance``, also ``python -m bench check-plugin NAME``) runs on small dimensions
+so it takes seconds on CPU; a third-party fusion registered through an entry point is checked the
+same way, one test per plug-in x check.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.api import Fusion, FusionDims, FusionOutput
+from bench.api import Fusion, FusionDims
+from bench.conformance import check_names, run_check
 from bench.errors import ConfigError
 from bench.registry import registry
 
@@ -29,14 +31,15 @@ PAPER = FusionDims(
     tabular_tokens=1,
 )
 BATCH = 6
+FUSIONS = registry("fusion").names()
+IMAGE_ENCODERS = registry("image_encoder").names()
 
 
-
-def _fusion_names() -> list[str]:
-    return registry("fusion").names()
-
-
-FUSIONS = _fusion_names()
+def _assert_conforms(kind: str, name: str, check: str) -> None:
+    result = run_check(kind, name, check)
+    if result.skipped:
+        pytest.skip(result.message)
+    assert result.passed, result.message
 
 
 def _build(name: str, n_classes: int = 1, seed: int = 0, dims: FusionDims = SMALL, **kwargs) -> Fusion:
@@ -59,7 +62,7 @@ def _n_params(module: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Conformance kit: every registered fusion
+# Conformance kit (bench/conformance.py): every registered fusion x every check, plug-ins included
 # --------------------------------------------------------------------------------------------------
 
 
@@ -67,92 +70,14 @@ def test_builtins_registered():
     assert {"amf", "concat", "cross_attention"} <= set(FUSIONS)
 
 
-@pytest.mark.parametrize("name", FUSIONS)
-def test_declares_contract(name):
-    cls = registry("fusion").get(name)
-    assert issubclass(cls, Fusion)
-    assert isinstance(cls.needs_tokens, bool) and isinstance(cls.handles_missing, bool)
-    assert isinstance(cls.search_space, dict)
-    for param, spec in cls.search_space.items():
-        assert isinstance(param, str) and isinstance(spec, dict) and "type" in spec, (param, spec)
-        if spec["type"] == "categorical":
-            assert spec["choices"], param
+@pytest.mark.parametrize(("name", "check"), [(n, c) for n in FUSIONS for c in check_names("fusion")])
+def test_conformance(name, check):
+    _assert_conforms("fusion", name, check)
 
 
-@pytest.mark.parametrize("n_classes", [1, 5])
-@pytest.mark.parametrize("name", FUSIONS)
-def test_output_shapes_and_finiteness(name, n_classes):
-    fusion = _build(name, n_classes=n_classes)
-    out = fusion(*_inputs())
-    assert isinstance(out, FusionOutput)
-    assert out.logits.shape == (BATCH, n_classes)
-    assert torch.isfinite(out.logits).all()
-    for key, loss in out.aux_losses.items():
-        assert isinstance(key, str)
-        assert loss.ndim == 0 and torch.isfinite(loss), key
-    for key, value in out.diagnostics.items():
-        assert not value.requires_grad, key
-        assert torch.isfinite(value).all(), key
-
-
-@pytest.mark.parametrize("name", FUSIONS)
-def test_backward_reaches_every_parameter(name):
-    fusion = _build(name, n_classes=3)
-    fusion.train()
-    out = fusion(*_inputs())
-    loss = out.logits.square().mean() + sum(out.aux_losses.values())
-    loss.backward()
-    missing = [n for n, p in fusion.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, f"no gradient reaches {missing}"
-    for n, p in fusion.named_parameters():
-        assert torch.isfinite(p.grad).all(), n
-    assert any(p.grad.abs().sum() > 0 for p in fusion.parameters())
-
-
-@pytest.mark.parametrize("name", FUSIONS)
-def test_deterministic_under_seed(name):
-    outs = []
-    for _ in range(2):
-        fusion = _build(name, n_classes=2, seed=7)
-        fusion.train()  # dropout active: still reproducible under the same seed
-        torch.manual_seed(99)
-        outs.append(fusion(*_inputs()))
-    assert torch.equal(outs[0].logits, outs[1].logits)
-    assert outs[0].aux_losses.keys() == outs[1].aux_losses.keys()
-    for key in outs[0].aux_losses:
-        assert torch.equal(outs[0].aux_losses[key], outs[1].aux_losses[key])
-
-
-@pytest.mark.parametrize("name", FUSIONS)
-def test_state_dict_round_trip(name):
-    a = _build(name, n_classes=4, seed=0).eval()
-    b = _build(name, n_classes=4, seed=1).eval()
-    inputs = _inputs()
-    with torch.no_grad():
-        if _n_params(a):
-            assert not torch.equal(a(*inputs).logits, b(*inputs).logits)
-        b.load_state_dict(a.state_dict())
-        out_a, out_b = a(*inputs), b(*inputs)
-    assert torch.equal(out_a.logits, out_b.logits)
-    for key in out_a.aux_losses:
-        assert torch.equal(out_a.aux_losses[key], out_b.aux_losses[key])
-
-
-@pytest.mark.parametrize("which", ["image", "tabular"])
-@pytest.mark.parametrize("name", FUSIONS)
-def test_missing_modality(name, which):
-    fusion = _build(name, n_classes=1).eval()
-    available = torch.ones(BATCH, dtype=torch.bool)
-    available[1] = False
-    kwargs = {f"{which}_available": available}
-    if fusion.handles_missing:
-        out = fusion(*_inputs(), **kwargs)
-        assert torch.isfinite(out.logits).all()
-    else:
-        with pytest.raises(ValueError, match="missing modality"):
-            fusion(*_inputs(), **kwargs)
-        # All-available masks given explicitly are fine.
-        fusion(*_inputs(), image_available=torch.ones(BATCH, dtype=torch.bool))
+@pytest.mark.parametrize(("name", "check"), [(n, c) for n in IMAGE_ENCODERS for c in check_names("image_encoder")])
+def test_image_encoder_conformance(name, check):
+    _assert_conforms("image_encoder", name, check)
 
 
 # --------------------------------------------------------------------------------------------------

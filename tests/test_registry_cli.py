@@ -10,7 +10,7 @@ import pytest
 
 from bench.cli import main
 from bench.errors import ConfigError, UnknownNameError
-from bench.registry import Registry, list_names, registry
+from bench.registry import Entry, Registry, list_names, registry
 from bench.suite import load_suite
 
 
@@ -52,6 +52,18 @@ def test_suite_budgets_and_narrowing():
     assert s.tabular_config("ft_mamba")["d_state"] == 128
     s = load_suite("ol3i-incomplete", fusions=["amf"], tabular_encoders=["mlp"], seeds=[1, 2])
     assert s.fusions == ["amf"] and s.tabular_encoders == ["mlp"] and s.seeds == [1, 2]
+
+
+def test_fusion_option_replaces_the_suite_list(monkeypatch):
+    # --fusion may name any registered fusion, e.g. a plug-in the suite does not list, in the order given
+    from baselines.fusion.concat import ConcatFusion
+
+    monkeypatch.setitem(registry("fusion").entries, "my_fusion", Entry("my_fusion", "fusion", ConcatFusion, "my-plugin"))
+    s = load_suite("ol3i-incomplete", fusions=["my_fusion", "concat", "amf", "concat"])
+    assert s.fusions == ["my_fusion", "concat", "amf"]
+    assert load_suite("ol3i-incomplete").fusions == ["concat", "cross_attention", "amf"]
+    with pytest.raises(UnknownNameError, match="Did you mean 'my_fusion'"):
+        load_suite("ol3i-incomplete", fusions=["my_fusio"])
 
 
 def test_suite_errors():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import os
 import socket
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 import timm
@@ -90,6 +90,8 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
 @register_image_encoder("timm", summary="any timm backbone (ResNet, ConvNeXt, ViT, ...) as image encoder")
 class TimmImageEncoder(nn.Module):
     """Any timm backbone as an image encoder: final feature map as tokens, global average as pooled."""
+
+    conformance_kwargs: ClassVar[dict] = {"model_name": "resnet10t"}  # small instance for `bench check-plugin`
 
     def __init__(
         self,

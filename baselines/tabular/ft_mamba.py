@@ -68,6 +68,8 @@ class FTMamba(nn.Module):
     """
 
     search_space: ClassVar[dict[str, dict]] = {"d_token": {"type": "categorical", "choices": TOKEN_WIDTHS}}
+    # CPU twin: the kit feeds CPU tensors, and mamba_ssm's kernels are CUDA-only
+    conformance_kwargs: ClassVar[dict] = {"d_token": 16, "d_state": 8, "backend": "cpu"}
 
     def __init__(
         self,

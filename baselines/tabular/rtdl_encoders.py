@@ -141,6 +141,7 @@ class MLPEncoder(nn.Module):
     """
 
     search_space: ClassVar[dict[str, dict]] = {"d_block": {"type": "categorical", "choices": BLOCK_WIDTHS}}
+    conformance_kwargs: ClassVar[dict] = {"d_block": 32}  # small instance for `bench check-plugin`
 
     def __init__(
         self,
@@ -179,6 +180,7 @@ class ResNetEncoder(nn.Module):
     """
 
     search_space: ClassVar[dict[str, dict]] = {"d_block": {"type": "categorical", "choices": BLOCK_WIDTHS}}
+    conformance_kwargs: ClassVar[dict] = {"d_block": 32}  # small instance for `bench check-plugin`
 
     def __init__(
         self,
@@ -240,6 +242,7 @@ class FTTransformerEncoder(nn.Module):
     """
 
     search_space: ClassVar[dict[str, dict]] = {"d_token": {"type": "categorical", "choices": TOKEN_WIDTHS}}
+    conformance_kwargs: ClassVar[dict] = {"d_token": 16, "n_heads": 2}
 
     def __init__(
         self,
