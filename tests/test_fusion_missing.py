@@ -63,7 +63,7 @@ def test_registered_with_contract():
     for name in NAMES:
         cls = registry("fusion").get(name)
         assert cls.handles_missing, name
-    assert MaskedAttentionFusion.needs_tokens and MaskedAttentionFusion.needs_tabular_tokens
+    assert MaskedAttentionFusion.needs_tokens and not MaskedAttentionFusion.needs_tabular_tokens  # pooled tabular token (cost)
     assert MaskedAttentionFusion.search_space == {
         "modality_dropout": {"type": "categorical", "choices": [0.0, 0.1, 0.3, 0.5]}
     }
