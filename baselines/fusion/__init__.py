@@ -1,6 +1,7 @@
 """Built-in fusion plug-ins."""
 
 from baselines.fusion import (  # noqa: F401  (each module registers its fusion)
+    amc,
     amf,
     concat,
     concat_missing,
