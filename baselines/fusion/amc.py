@@ -441,6 +441,9 @@ class AMCFusion(Fusion):
         if k_rule not in K_RULES:
             raise ValueError(f"k_rule must be one of {K_RULES}, got {k_rule!r}")
         self.d_model, self.n_tokens, self.n_blocks = d_model, n_tokens, n_blocks
+        # NOTE[DIFF]: unspecified values chosen here: the "pre-defined temperature" T of A.1 (0.07, the
+        # initial temperature of BLIP, which A.1 cites), dropout (0.1; the paper mentions none) and the
+        # default loss weights (0.1, the smaller value of the paper's search; B.1 omits the chosen ones).
         self.temperature = float(temperature)
         # NOTE[DIFF]: eq. 8 contrasts each token with all B*N tokens of the batch. At batch 512 and N = 8
         # that is a 4096 x 4096 similarity matrix, the costliest part of the model on CPU; negatives
