@@ -168,7 +168,14 @@ def load_suite(
     registry("dataset").get(ds["name"])
     if ds.get("fallback"):
         registry("dataset").get(ds["fallback"])
-    protocols = [p if isinstance(p, dict) else {"name": p} for p in doc["protocols"]]
+    protocols = [dict(p) if isinstance(p, dict) else {"name": p} for p in doc["protocols"]]
+    # a budget may narrow the training rates of whole-modality sweeps (each rate is a set of runs;
+    # test rates cost only an evaluation and are never narrowed)
+    budget_rates = budget_cfg.get("missingness", {}).get("train_rates")
+    if budget_rates is not None:
+        for p in protocols:
+            if p["name"] in MISSING_MODALITY:
+                p["train_rates"] = list(budget_rates)
     for p in protocols:
         if p["name"] not in ALL_PROTOCOLS:
             raise ConfigError(f"suite {doc['name']!r}: unknown protocol {p['name']!r}; choose from {list(ALL_PROTOCOLS)}")
