@@ -13,7 +13,6 @@ cost–accuracy figure ``<suite>-pareto.png`` (:mod:`bench.plots`).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -143,7 +142,7 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
         "- **Protocols**: " + "; ".join(f"`{k}`: {v}" for k, v in suite_meta.get("protocols", {}).items()),
         f"- **Device** (latency at batch 1, {suite_meta.get('latency_runs', 'n')} runs after warm-up): {device}",
         f"- **bench** {env.get('bench_version', df['bench_version'].iloc[0])} @ commit `{env.get('git_commit', df['git_commit'].iloc[0])}`;"
-        f" torch {env.get('libraries', {}).get('torch', '?')}; generated {datetime.now(UTC).date().isoformat()}",
+        f" torch {env.get('libraries', {}).get('torch', '?')}; last run finished {suite_meta.get('last_run', '?')}",
         "",
         f"## Test {metric_label}",
         "",
@@ -492,6 +491,7 @@ def suite_metadata(suite_dir: Path) -> dict:
         rep = d / "report.json"
         if rep.exists():
             r = json.loads(rep.read_text())
+            meta["last_run"] = max(meta.get("last_run", ""), str(r.get("created", ""))[:10])
             p = r.get("training", {}).get("probes")
             if p:
                 probes[(r["spec"]["tabular_encoder"], r["spec"]["protocol"])] = p
