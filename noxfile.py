@@ -37,3 +37,10 @@ def perf(session: nox.Session) -> None:
     """Benchmarks on this machine, printed and saved as JSON: nox -s perf [-- --quick --out perf.json]."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "bench", "perf", *(session.posargs or ["--out", "perf.json"]))
+
+
+@nox.session(python="3.11")
+def leaderboard(session: nox.Session) -> None:
+    """Re-render every published leaderboard from its committed results; fails unless byte-for-byte identical."""
+    session.install("-e", ".")
+    session.run("python", "-m", "bench.publish", *session.posargs)

@@ -541,4 +541,7 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
             atomic_write_text(publish_to / f"{name}-robustness.csv", rob.to_csv(index=False))
         for fname, png in plots.items():
             atomic_write_bytes(publish_to / fname, png)
+        from bench.publish import export_compact
+
+        export_compact(suite_dir, publish_to / "results" / name)  # what `nox -s leaderboard` re-renders from
     return suite_dir / "leaderboard.md"
