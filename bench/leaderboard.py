@@ -29,7 +29,14 @@ from bench.metrics import (
     mean_std,
     pool_seed_predictions,
 )
-from bench.results import RESULT_COLUMNS, RunSpec, atomic_write_bytes, atomic_write_text, load_reports
+from bench.results import (
+    RESULT_COLUMNS,
+    RunSpec,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_failures,
+    load_reports,
+)
 
 #: bootstrap settings of the Statistics table (percentile interval, Efron)
 N_BOOT = 2000
@@ -100,7 +107,8 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
             for p in protocols:
                 c = cells.get((fusion, tab, s, p))
                 if c is None:
-                    row.append("missing")
+                    failed = (fusion, tab, s, p) in suite_meta.get("failed_cells", set())
+                    row.append("failed‡" if failed else "missing")
                     flagged = True
                     continue
                 text = format_mean_std(c[0], c[1])
@@ -119,6 +127,14 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
                 f"{first.latency_ms_p50:.2f} / {first.latency_ms_p90:.2f}" if pd.notna(first.latency_ms_p50) else "–",
                 f"{first.fusion_latency_ms_p50:.3f}" if pd.notna(first.fusion_latency_ms_p50) else "–"]
         rows.append(row)
+    shown = set(zip(df["fusion"], df["tabular_encoder"], strict=True))
+    for fusion, tab in sorted({(c[0], c[1]) for c in suite_meta.get("failed_cells", set())} - shown):
+        row = [fusion, tab]  # a method none of whose runs finished: every cell failed or missing
+        for s in strategies:
+            row += ["failed‡" if (fusion, tab, s, p) in suite_meta["failed_cells"] else "missing" for p in protocols]
+            row += ["–"] if has_drop else []
+        rows.append(row + ["–"] * 6)
+        flagged = True
 
     prov = suite_meta.get("provenance", {})
     env = suite_meta.get("environment", {})
@@ -521,7 +537,18 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
     metric_label = {"auc": "AUC (%)", "acc": "top-1 ACC (%)"}.get(metric, metric)
     plots: dict[str, bytes] = {f"{name}-pareto.png": pareto_png(stats[PLOT_COLUMNS], f"{name}: test {metric_label} vs cost",
                                                                 metric_label)}
+    failures = load_failures(suite_dir)
+    meta["failed_cells"] = {(f["spec"]["fusion"], f["spec"]["tabular_encoder"], f["spec"]["strategy"], f["spec"]["protocol"])
+                            for f in failures}
     md = render_markdown(headline, meta, expected, statistics=stats, pareto_png=f"{name}-pareto.png")
+    if failures:
+        rows = [[f["spec"]["protocol"], f["spec"]["fusion"], f["spec"]["tabular_encoder"], f["spec"]["strategy"],
+                 str(f["spec"]["seed"]), f["reason"][:160]] for f in failures]
+        md += "\n".join(["", "## Failed runs", "",
+                         "‡ These runs raised and were recorded as failed (the rest of the suite completed); a rerun "
+                         "retries them. Cells with some failed seeds show only the finished ones, flagged †.", "",
+                         tabulate(rows, headers=["Protocol", "Fusion", "Tabular encoder", "Strategy", "Seed", "Reason"],
+                                  tablefmt="github", disable_numparse=True), ""])
     if len(rob):
         rob_md, rob_plots = render_robustness(rob, meta, expected, name)
         md += "\n" + rob_md

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.results import is_done
+from bench.results import FAILED, is_done
 
 COMPACT_RUN_FILES = ("report.json", "config.json", "predictions.npz", "DONE")
 LEADERBOARDS = Path(__file__).resolve().parent.parent / "leaderboards"
@@ -36,6 +36,9 @@ def export_compact(suite_dir: Path, dest: Path) -> int:
     n = 0
     for run in sorted((suite_dir / "runs").glob("*")):
         if not is_done(run):
+            if (run / FAILED).exists():  # a failed run is part of the leaderboard too
+                (tmp / "runs" / run.name).mkdir()
+                shutil.copy2(run / FAILED, tmp / "runs" / run.name / FAILED)
             continue
         (tmp / "runs" / run.name).mkdir()
         for name in COMPACT_RUN_FILES:

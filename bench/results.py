@@ -133,9 +133,39 @@ def is_done(path: Path) -> bool:
     return (path / "DONE").exists() and (path / "report.json").exists()
 
 
+FAILED = "FAILED"
+
+
+def record_failure(path: Path, spec: RunSpec, exc: BaseException) -> str:
+    """Mark a run as failed (``FAILED``: spec, error, reason, traceback tail); a rerun retries it."""
+    import traceback
+
+    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip().rstrip(":")
+    path.mkdir(parents=True, exist_ok=True)
+    if (path / "DONE").exists():
+        (path / "DONE").unlink()
+    atomic_write_json(path / FAILED, {
+        "spec": asdict(spec), "error": type(exc).__name__, "reason": reason,
+        "traceback": traceback.format_exception(exc)[-6:],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    return reason
+
+
+def load_failures(suite_dir: Path) -> list[dict]:
+    """Failed runs (``FAILED`` without a later ``DONE``) of a suite directory."""
+    out = []
+    for d in sorted((suite_dir / "runs").glob("*")):
+        if (d / FAILED).exists() and not is_done(d):
+            out.append(json.loads((d / FAILED).read_text()))
+    return out
+
+
 def write_run(path: Path, report: RunReport, config: dict, predictions: dict[str, np.ndarray]) -> None:
     if path.exists() and (path / "DONE").exists():
         (path / "DONE").unlink()
+    if (path / FAILED).exists():
+        (path / FAILED).unlink()
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path / "config.json", config)
     tmp = path / "predictions.tmp.npz"
