@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run finished runs (default: skip run directories with DONE)")
     run.add_argument("--publish", action="store_true", help="also write leaderboards/<suite>.md and .csv in this checkout")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--backend", choices=["optuna", "ray"], default="optuna",
+                     help="hyper-parameter search: optuna (this machine, default) | ray (a Ray cluster; pip install -e '.[ray]')")
+    run.add_argument("--ray-address", help="Ray cluster to join, e.g. 10.0.0.5:6379 (default: $RAY_ADDRESS, else a local Ray)")
+    run.add_argument("--storage", help="where searches persist: optuna: an SQLAlchemy URL (default sqlite:///<out>/<suite>/search/optuna.db); "
+                                       "ray: a folder all nodes see or s3://... (default <out>/<suite>/search/ray)")
 
     chk = sub.add_parser("check-plugin", help="run the conformance kit on a registered fusion or encoder",
                          epilog=EPILOG_CHECK, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--kind", choices=["fusion", "tabular_encoder", "image_encoder"],
                      help="needed only when the name is registered under several kinds")
 
+    sub.add_parser("profile", add_help=False,
+                   help="latency at batch 1/8/32/128, params and GMac of every fusion module and whole model")
     sub.add_parser("perf", add_help=False,
                           help="benchmark this machine: FT-Mamba scan, frozen-feature caching, data path, fusion latency")
 
@@ -126,7 +133,7 @@ def _cmd_run(args) -> int:
                        tabular_encoders=args.tabular_encoders, strategies=args.strategies)
     t0 = time.perf_counter()
     result = run_suite(suite, out=args.out, data_root=args.data_root, force=args.force, progress=not args.no_progress,
-                       device=args.device)
+                       device=args.device, backend=args.backend, storage=args.storage, ray_address=args.ray_address)
     if args.publish:
         from bench.leaderboard import write_leaderboard
 
@@ -150,6 +157,10 @@ def _cmd_leaderboard(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["profile"]:  # its own argparse, like perf
+        from bench.profile_cli import main as profile_main
+
+        return profile_main(argv[1:])
     if argv[:1] == ["perf"]:  # its own argparse (argparse.REMAINDER cannot pass --help through)
         from bench.perf import main as perf_main
 

@@ -57,10 +57,11 @@ from bench.results import (
     environment,
     is_done,
     load_reports,
+    record_failure,
     run_dir,
     write_run,
 )
-from bench.search.optuna_search import search_hyperparameters
+from bench.search import check_backend, default_storage, describe, run_search
 from bench.suite import Suite
 from bench.train import FitConfig, LossConfig, fit, predict
 
@@ -298,8 +299,13 @@ def run_suite(
     force: bool = False,
     progress: bool = True,
     device: str = "auto",
+    backend: str = "optuna",
+    storage: str | None = None,
+    ray_address: str | None = None,
 ) -> SuiteResult:
+    """Run every method of ``suite``; searches go to ``backend`` (optuna | ray), kept in ``storage``."""
     t_start = time.perf_counter()
+    check_backend(backend, storage, ray_address)
     dev = resolve_device(device)
     env = environment()
     suite_dir = out / suite.name
@@ -343,7 +349,7 @@ def run_suite(
         "missingness": [{"name": pl.name, "kind": pl.kind, "flavour": pl.flavour, "train_rates": pl.train_rates,
                          "test_rates": pl.test_rates} for pl in plans],
         "provenance": prov, "importance": importance, "environment": env, "loss": suite.loss,
-        "search": budget.get("search", {}),
+        "search": {**budget.get("search", {}), **describe(backend, budget.get("search", {}))},
     })
 
     image_cfg = suite.image_config()
@@ -383,6 +389,7 @@ def run_suite(
         if hasattr(tab_enc, "tokens_needed"):  # no fusion reads all tabular tokens: skip computing them
             tab_enc.tokens_needed = needs_tab_tokens
         probe_cache: dict[str, dict] = {}
+        test_states: dict = {}  # frozen test-condition features, shared by every fusion of this encoder pair
 
         for setting_name, setting in settings.items():
             proto = setting.proto
@@ -437,22 +444,36 @@ def run_suite(
                     warm_from = (out, spec_of(setting_name, tab_name, label, "frozen", 0)) if warm else None
                     ctx = _RunContext(prep, feats, setting, img_enc, tab_enc, label, dims, n_out, fusion_kwargs,
                                       rconf, strategy, loss, budget, warm_from, importance, needs_tab_tokens, out)
+                    ctx.test_states = test_states if strategy == "frozen" else {}
                     # one search per (tabular encoder, fusion, strategy[, protocol]), saved in the suite
                     # directory; with per_protocol false the first setting's choice is reused
                     search_cfg = budget.get("search", {})
-                    search_key = (tab_name, label, strategy, setting_name if search_cfg.get("per_protocol", True) else "*")
+                    # with per_protocol false the search runs on complete data, where an imputation variant
+                    # is its fusion: the variants of one fusion share one search
+                    per_protocol = search_cfg.get("per_protocol", True)
+                    search_key = (tab_name, label if per_protocol else base, strategy, setting_name if per_protocol else "*")
                     search_file = suite_dir / "search" / ("__".join(search_key).replace("*", "all") + ".json")
                     if search_file.exists() and not force:
                         saved = json.loads(search_file.read_text())
                         best, search_info = saved["best"], saved["info"]
                     else:
-                        best, search_info = search_hyperparameters(
+                        # one study per key and per setting (budget, data, seed): a changed budget starts anew
+                        setting_hash = hashlib.sha256(json.dumps([budget, prov["checksum"], suite.version, suite.seeds[0]],
+                                                                 sort_keys=True, default=str).encode()).hexdigest()[:8]
+                        best, search_info = run_search(
                             ctx.objective, fusion_cls=fusion_cls, strategy=strategy, budget=search_cfg,
-                            seed=suite.seeds[0])
+                            seed=suite.seeds[0], backend=backend, fresh=force, ray_address=ray_address,
+                            storage=storage or default_storage(backend, suite_dir / "search"),
+                            study_name=f"{suite.name}__{search_file.stem}__{setting_hash}",
+                            use_gpu=dev.type == "cuda", max_epochs=int(ctx.cfg["max_epochs"]))
                         atomic_write_json(search_file, {"best": best, "info": {**search_info, "protocol": setting_name}})
                     bar.set_postfix_str(f"{tab_name}/{label}/{strategy}/{setting_name}")
                     for sp in todo:
-                        _final_run(ctx, sp, best, search_info, suite, prov, env, profiles[key], pinfo, probes, warm)
+                        try:
+                            _final_run(ctx, sp, best, search_info, suite, prov, env, profiles[key], pinfo, probes, warm)
+                        except Exception as exc:  # a broken plug-in, a NaN loss, out of memory: record, go on
+                            reason = record_failure(run_dir(out, sp), sp, exc)
+                            _say(f"[bench] run {sp.run_id} failed: {reason}")
                         bar.update(1)
     bar.close()
     from bench.leaderboard import write_leaderboard
@@ -566,6 +587,7 @@ class _RunContext:
                               x_num=torch.as_tensor(self.proto.x_num), x_cat=torch.as_tensor(self.proto.x_cat))
         self.has_cat = self.proto.x_cat.shape[1] > 0
         self.fit_state = self.base
+        self.test_states: dict = {}
 
     def describe(self) -> str:
         cond = self.setting.train_cond
@@ -597,7 +619,13 @@ class _RunContext:
         self.fit_state = self._state(self.setting.train_cond, seed, rows, "fit", self.base)
 
     def test_state(self, cond: Condition, seed: int) -> DataState:
-        return self._state(cond, seed, self.prep.test, "test", self.base)
+        key = (self.proto.describe(), cond, seed)
+        if key in self.test_states:
+            return self.test_states[key]
+        state = self._state(cond, seed, self.prep.test, "test", self.base)
+        if state.tab_tokens is None or state.tab_tokens is self.base.tab_tokens:  # per-feature tokens: too big to keep
+            self.test_states[key] = state
+        return state
 
     # the forward used by fit/predict: model + sample indices -> FusionOutput
     def forward_with(self, state: DataState):
@@ -639,7 +667,7 @@ class _RunContext:
             return fusion.to(self.device)
         return MultimodalModel(copy.deepcopy(self.img_enc), copy.deepcopy(self.tab_enc), fusion).to(self.device)
 
-    def train(self, hp: dict, seed: int, max_epochs: int | None = None):
+    def train(self, hp: dict, seed: int, max_epochs: int | None = None, on_epoch=None):
         self.prepare_fit(seed)
         model = self.build(hp, seed)
         cfg = FitConfig(lr=float(hp["lr"]), weight_decay=float(hp.get("weight_decay", 0.0)),
@@ -647,8 +675,18 @@ class _RunContext:
                         batch_size=int(self.cfg["batch_size"]), seed=seed,
                         max_steps_per_epoch=self.cfg.get("max_steps_per_epoch"))
         res = fit(model, self.forward, self.prep.data.y, self.prep.train, self.prep.val, cfg,
-                  task=self.prep.data.task, loss=self.loss)
+                  task=self.prep.data.task, loss=self.loss, on_epoch=on_epoch)
         return model, res
 
-    def objective(self, hp: dict, seed: int) -> float:
-        return self.train(hp, seed)[1].best_val
+    def objective(self, hp: dict, seed: int, on_epoch=None) -> float:
+        """Train on the training split; the best validation metric (``on_epoch(epoch, val)`` after each epoch)."""
+        return self.train(hp, seed, on_epoch=on_epoch)[1].best_val
+
+    def __getstate__(self) -> dict:
+        """Pickled for remote search trials (Ray): a frozen-feature run leaves the raw images behind."""
+        state = dict(self.__dict__)
+        if self.strategy == "frozen":
+            data = copy.copy(self.prep.data)
+            data.images = data.images[:0]
+            state["prep"], state["images"] = dataclasses.replace(self.prep, data=data), data.images
+        return state
