@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 from bench.api import FusionDims, FusionOutput, MultimodalModel, zero_missing
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
-from bench.imputation import ImputedFusion, parse_variant
 from bench.importance import ig_importance
+from bench.imputation import ImputedFusion, parse_variant
 from bench.metrics import evaluate
 from bench.pretrain import EncoderSpec, cache_root, pretrain_pair, pretrain_steps
 from bench.protocols import (
@@ -431,8 +431,11 @@ def run_suite(
                 dims = fusion_dims(img_enc, tab_enc, fusion_cls)
                 key = (tab_name, label)
                 if key not in profiles:
-                    profiles[key] = _profile(img_enc, tab_enc, label, dims, n_out, fusion_kwargs, rconf, data,
-                                             budget.get("latency", {}))
+                    try:
+                        profiles[key] = _profile(img_enc, tab_enc, label, dims, n_out, fusion_kwargs, rconf, data,
+                                                 budget.get("latency", {}))
+                    except Exception as exc:  # a plug-in that cannot even be built or traced: its runs fail below
+                        profiles[key] = exc
                 for strategy in suite.strategies:
                     specs = [spec_of(setting_name, tab_name, label, strategy, seed) for seed in suite.seeds]
                     todo = [sp for sp in specs if force or not is_done(run_dir(out, sp))]
@@ -452,21 +455,30 @@ def run_suite(
                     # is its fusion: the variants of one fusion share one search
                     per_protocol = search_cfg.get("per_protocol", True)
                     search_key = (tab_name, label if per_protocol else base, strategy, setting_name if per_protocol else "*")
-                    search_file = suite_dir / "search" / ("__".join(search_key).replace("*", "all") + ".json")
-                    if search_file.exists() and not force:
-                        saved = json.loads(search_file.read_text())
-                        best, search_info = saved["best"], saved["info"]
-                    else:
-                        # one study per key and per setting (budget, data, seed): a changed budget starts anew
-                        setting_hash = hashlib.sha256(json.dumps([budget, prov["checksum"], suite.version, suite.seeds[0]],
-                                                                 sort_keys=True, default=str).encode()).hexdigest()[:8]
-                        best, search_info = run_search(
-                            ctx.objective, fusion_cls=fusion_cls, strategy=strategy, budget=search_cfg,
-                            seed=suite.seeds[0], backend=backend, fresh=force, ray_address=ray_address,
-                            storage=storage or default_storage(backend, suite_dir / "search"),
-                            study_name=f"{suite.name}__{search_file.stem}__{setting_hash}",
-                            use_gpu=dev.type == "cuda", max_epochs=int(ctx.cfg["max_epochs"]))
-                        atomic_write_json(search_file, {"best": best, "info": {**search_info, "protocol": setting_name}})
+                    try:
+                        if isinstance(profiles[key], Exception):
+                            raise profiles[key]
+                        search_file = suite_dir / "search" / ("__".join(search_key).replace("*", "all") + ".json")
+                        if search_file.exists() and not force:
+                            saved = json.loads(search_file.read_text())
+                            best, search_info = saved["best"], saved["info"]
+                        else:
+                            # one study per key and per setting (budget, data, seed): a changed budget starts anew
+                            setting_hash = hashlib.sha256(json.dumps([budget, prov["checksum"], suite.version, suite.seeds[0]],
+                                                                     sort_keys=True, default=str).encode()).hexdigest()[:8]
+                            best, search_info = run_search(
+                                ctx.objective, fusion_cls=fusion_cls, strategy=strategy, budget=search_cfg,
+                                seed=suite.seeds[0], backend=backend, fresh=force, ray_address=ray_address,
+                                storage=storage or default_storage(backend, suite_dir / "search"),
+                                study_name=f"{suite.name}__{search_file.stem}__{setting_hash}",
+                                use_gpu=dev.type == "cuda", max_epochs=int(ctx.cfg["max_epochs"]))
+                            atomic_write_json(search_file, {"best": best, "info": {**search_info, "protocol": setting_name}})
+                    except Exception as exc:  # the search itself failed: every run of it is recorded as failed
+                        for sp in todo:
+                            reason = record_failure(run_dir(out, sp), sp, exc)
+                            _say(f"[bench] run {sp.run_id} failed: {reason}")
+                        bar.update(len(todo))
+                        continue
                     bar.set_postfix_str(f"{tab_name}/{label}/{strategy}/{setting_name}")
                     for sp in todo:
                         try:

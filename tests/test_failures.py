@@ -50,3 +50,24 @@ def test_failed_run_is_recorded_and_the_suite_completes(exploding, tmp_path, cap
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in suite_dir.glob("runs/*concat*/report.json")} == stamps
     assert json.loads(failed[0].read_text())["created"] >= info["created"]
+
+
+class UnbuildableFusion(ExplodingFusion):
+    """A plug-in whose constructor raises: its search cannot even start."""
+
+    def __init__(self, *, dims, n_classes):
+        raise RuntimeError("this plug-in is broken")
+
+
+def test_a_plugin_that_cannot_be_built_fails_its_runs_only(tmp_path):
+    register_fusion("unbuildable_test_fusion")(UnbuildableFusion)
+    try:
+        assert main(["run", "--suite", "ol3i-incomplete", "--budget", "smoke", "--tabular", "mlp", "--strategy",
+                     "frozen", "--fusion", "unbuildable_test_fusion", "concat", "--out", str(tmp_path),
+                     "--no-progress"]) == 0
+    finally:
+        del registry("fusion").entries["unbuildable_test_fusion"]
+    suite_dir = tmp_path / "ol3i-incomplete"
+    reasons = {json.loads(p.read_text())["reason"] for p in suite_dir.glob("runs/*unbuildable*/FAILED")}
+    assert reasons == {"RuntimeError: this plug-in is broken"}
+    assert len(list(suite_dir.glob("runs/*concat*/DONE"))) == 4
