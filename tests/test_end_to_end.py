@@ -11,7 +11,6 @@ from bench.cli import main
 from bench.leaderboard import write_leaderboard
 from bench.results import RESULT_COLUMNS
 
-
 # the paper's three and AMC (the most involved); the other fusions run end to end in test_missingness.py
 # and through the conformance kit, and all eight in the published cpu-budget leaderboard
 FUSIONS = ["concat", "cross_attention", "amf", "amc"]
