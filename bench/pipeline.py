@@ -701,4 +701,6 @@ class _RunContext:
             data = copy.copy(self.prep.data)
             data.images = data.images[:0]
             state["prep"], state["images"] = dataclasses.replace(self.prep, data=data), data.images
+        if "test_states" in state:  # a cache of test-condition features: a search trial never tests
+            state["test_states"] = {}
         return state
