@@ -216,7 +216,9 @@ def search_hyperparameters(
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.n_trials,
                                         max_concurrent_trials=rcfg.get("max_concurrent_trials"),
                                         reuse_actors=bool(rcfg.get("reuse_actors", True))),
-            run_config=run_config(name=name, storage_path=storage_path, verbose=0))
+            # a trial whose worker dies (node lost, OOM kill) is retried from scratch, not lost
+            run_config=run_config(name=name, storage_path=storage_path, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=int(rcfg.get("max_failures", 2)))))
     grid = _fit(tuner)
     if len(grid) < plan.n_trials:
         raise ConfigError(f"the Ray search {name} stopped after {len(grid)} of {plan.n_trials} trials; "
