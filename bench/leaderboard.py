@@ -489,14 +489,18 @@ def _describe_budget(budget: dict) -> str:
 def _describe_search(search: dict) -> str:
     if not search:
         return "none"
-    parts = [f"frozen: {search.get('frozen_n_trials', search.get('n_trials', 1))} Optuna trial(s) over lr {search.get('lr')}"]
+    backend = {"optuna": "Optuna", "ray": "Ray Tune (OptunaSearch)"}.get(search.get("backend", "optuna"), search.get("backend"))
+    parts = [f"frozen: {search.get('frozen_n_trials', search.get('n_trials', 1))} {backend} trial(s) over lr {search.get('lr')}"]
     if search.get("fusion_params"):
         parts[0] += f" (+ {', '.join(search['fusion_params'])} where a fusion declares it)"
     if "trainable_lr" in search or "trainable_n_trials" in search:
         n = search.get("trainable_n_trials", search.get("n_trials", 1))
         lr = search.get("trainable_lr", search.get("lr"))
         parts.append(f"trainable: {n} trial(s) over lr {lr}" if n > 1 else f"trainable: lr fixed at {lr[0]} (no search)")
-    return "; ".join(parts) + "; validation split, seed 2022, same budget for every method"
+    pruner = search.get("pruner")
+    if pruner and pruner != "none":
+        parts.append(f"pruner {pruner}")
+    return "; ".join(parts) + "; grid when the space fits, else seeded TPE; validation split, seed 2022, same budget for every method"
 
 
 def suite_metadata(suite_dir: Path) -> dict:
