@@ -298,7 +298,11 @@ def method_statistics(df: pd.DataFrame, suite_dir: Path, n_expected: int, *, n_b
             if not np.array_equal(ids, b_ids):
                 stats.at[i, "note"] = "tested on other samples than the reference; no DeLong test"
                 continue
-            res = delong_test(y, s, b_s)
+            try:
+                res = delong_test(y, s, b_s)
+            except MetricError as e:  # e.g. a test split with a single positive: no variance estimate
+                stats.at[i, "note"] = str(e)
+                continue
             stats.at[i, "delong_z"], stats.at[i, "delong_p"] = res.z, res.p
     return stats
 
