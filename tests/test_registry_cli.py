@@ -42,10 +42,14 @@ def test_lazy_entries_and_builtin_wins(caplog):
     assert "built-in of that name wins" in caplog.text
 
 
+ALL_FUSIONS = ["concat", "cross_attention", "amf", "amc", "masked_attention", "late_fusion", "gmu",
+               "concat_missing_embedding"]
+
+
 def test_suite_budgets_and_narrowing():
     s = load_suite("ol3i-incomplete")
     assert s.budget_name == "cpu" and len(s.seeds) >= 2
-    assert s.fusions == ["concat", "cross_attention", "amf"]
+    assert s.fusions == ALL_FUSIONS
     s = load_suite("ol3i-incomplete", budget="paper")
     assert s.seeds == [2022, 2023, 2024, 2025, 2026]
     assert s.budget["data"]["image_size"] == 512 and s.image_config()["model_name"] == "resnet50"
@@ -61,7 +65,7 @@ def test_fusion_option_replaces_the_suite_list(monkeypatch):
     monkeypatch.setitem(registry("fusion").entries, "my_fusion", Entry("my_fusion", "fusion", ConcatFusion, "my-plugin"))
     s = load_suite("ol3i-incomplete", fusions=["my_fusion", "concat", "amf", "concat"])
     assert s.fusions == ["my_fusion", "concat", "amf"]
-    assert load_suite("ol3i-incomplete").fusions == ["concat", "cross_attention", "amf"]
+    assert load_suite("ol3i-incomplete").fusions == ALL_FUSIONS
     with pytest.raises(UnknownNameError, match="Did you mean 'my_fusion'"):
         load_suite("ol3i-incomplete", fusions=["my_fusio"])
 
