@@ -112,6 +112,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
         assert len(reports) == 8  # 2 fusions x 2 protocols x 2 seeds, fitted after the search
         search = json.loads(reports[0].read_text())["training"]["search"]
         assert search["backend"] == "ray" and search["trials"] == 4
+        assert "Ray Tune (OptunaSearch) trial(s)" in (out / "ol3i-incomplete" / "leaderboard.md").read_text()
         t_suite = time.perf_counter() - t0 - started
 
         # the searches persist under the suite's folder: without their summaries, Tuner.restore finds
