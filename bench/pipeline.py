@@ -600,6 +600,7 @@ class _RunContext:
         self.has_cat = self.proto.x_cat.shape[1] > 0
         self.fit_state = self.base
         self.test_states: dict = {}
+        self.fusion_reads_tab_tokens = bool(getattr(get("fusion", parse_variant(fusion_name)[0]), "needs_tabular_tokens", False))
 
     def describe(self) -> str:
         cond = self.setting.train_cond
@@ -616,8 +617,9 @@ class _RunContext:
             mask = cell_mask(self.n, rows, self.names, cond, seed, role,
                              self.importance["ranking"] if self.importance else None)
             x_num, x_cat = apply_cells(self.proto.x_num, self.proto.x_cat, self.prep.tab, mask)
-            if self.strategy == "frozen":
-                toks, pooled = encode_tabular(self.tab_enc, x_num[rows], x_cat[rows], self.needs_tab_tokens)
+            if self.strategy == "frozen":  # re-encode only these rows, with tokens only for a fusion that reads them
+                toks, pooled = encode_tabular(self.tab_enc, x_num[rows], x_cat[rows],
+                                              self.needs_tab_tokens and self.fusion_reads_tab_tokens)
                 state.tab_pooled, state.tab_tokens = pooled, toks
                 state.tab_rows = np.full(self.n, -1, dtype=np.int64)
                 state.tab_rows[rows] = np.arange(len(rows))
@@ -631,7 +633,7 @@ class _RunContext:
         self.fit_state = self._state(self.setting.train_cond, seed, rows, "fit", self.base)
 
     def test_state(self, cond: Condition, seed: int) -> DataState:
-        key = (self.proto.describe(), cond, seed)
+        key = (self.proto.describe(), cond, seed, self.fusion_reads_tab_tokens)
         if key in self.test_states:
             return self.test_states[key]
         state = self._state(cond, seed, self.prep.test, "test", self.base)
