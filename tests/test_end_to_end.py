@@ -11,9 +11,9 @@ from bench.cli import main
 from bench.leaderboard import write_leaderboard
 from bench.results import RESULT_COLUMNS
 
-# the paper's three and AMC (the most involved); the other fusions run end to end in test_missingness.py
-# and through the conformance kit, and all eight in the published cpu-budget leaderboard
-FUSIONS = ["concat", "cross_attention", "amf", "amc"]
+# two of the paper's three and AMC (the most involved); cross-attention and the other fusions run end to
+# end in test_missingness.py and the CI-sized suite of .ci/run, and through the conformance kit
+FUSIONS = ["concat", "amf", "amc"]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def ol3i_smoke(tmp_path_factory):
 def test_results_table_complete(ol3i_smoke):
     df = pd.read_csv(ol3i_smoke / "results.csv")
     assert list(df.columns) == RESULT_COLUMNS
-    # 4 fusions x 3 tabular encoders x 2 strategies x 2 protocols x 2 seeds
-    assert len(df) == 96 and set(df.fusion) == set(FUSIONS)
+    # 3 fusions x 3 tabular encoders x 2 strategies x 2 protocols x 2 seeds
+    assert len(df) == 72 and set(df.fusion) == set(FUSIONS)
     assert set(df.protocol) == {"complete", "incomplete-tabular"}
     assert set(df.strategy) == {"frozen", "trainable"}
     assert (df.data_source == "synthetic").all() and (df.metric == "auc").all()
