@@ -48,8 +48,8 @@ JSON_SCHEMA_VERSION = 1
 METHOD_KEYS = ["protocol", "strategy", "fusion", "tabular_encoder"]
 
 
-def results_frame(suite_dir: Path) -> pd.DataFrame:
-    reports = load_reports(suite_dir)
+def results_frame(suite_dir: Path, reports: list | None = None) -> pd.DataFrame:
+    reports = load_reports(suite_dir) if reports is None else reports
     if not reports:
         raise BenchError(f"no finished runs under {str(suite_dir)!r}; run `python -m bench run --suite NAME --out DIR` first")
     df = pd.DataFrame([r.to_row() for r in reports], columns=RESULT_COLUMNS)
@@ -530,13 +530,14 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
     from bench.plots import PLOT_COLUMNS, pareto_png
     from bench.robustness import render_robustness, robustness_frame
 
-    df = results_frame(suite_dir)
+    reports = load_reports(suite_dir)  # read once; the tables below are all views of these reports
+    df = results_frame(suite_dir, reports)
     meta = suite_metadata(suite_dir)
     expected = expected_seeds or meta.get("seeds")
     csv = df.to_csv(index=False)
     atomic_write_text(suite_dir / "results.csv", csv)
     name = meta.get("suite", suite_dir.name)
-    rob = robustness_frame(load_reports(suite_dir))
+    rob = robustness_frame(reports)
     headline = df[~df["protocol"].str.contains("@train=", regex=False)] if len(rob) else df
     headline = headline if len(headline) else df
     n_expected = len(expected) if expected else int(headline.groupby(METHOD_KEYS)["seed"].nunique().max())

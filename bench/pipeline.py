@@ -514,11 +514,16 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
     if ctx.fit_state.tabular_available is not None:
         arrays["fit_tabular_available"] = ctx.fit_state.tabular_available
     sweep: dict[str, dict[str, dict]] = {}
-    headline = None
+    headline = complete = None  # complete: the test without missingness, shared by every protocol's rate 0
     for proto_name, cond in ctx.setting.evals:
         state = ctx.test_state(cond, sp.seed)
-        logits = predict(model, ctx.forward_with(state), prep.test, 256)
-        metrics = evaluate(data.task, data.y[prep.test], logits)
+        if cond.rate == 0 and complete is not None:
+            metrics, logits = complete
+        else:
+            logits = predict(model, ctx.forward_with(state), prep.test, 256)
+            metrics = evaluate(data.task, data.y[prep.test], logits)
+            if cond.rate == 0:
+                complete = (metrics, logits)
         sweep.setdefault(proto_name, {})[cond.label] = metrics
         tag = f"{proto_name}@test={cond.label}"
         arrays[f"test_logits__{tag}"] = logits
@@ -529,8 +534,10 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
         if ctx.setting.report_eval == (proto_name, cond):
             headline = (metrics, logits)
     if headline is None:  # complete / incomplete-tabular data, no missingness at test
-        logits = predict(model, ctx.forward_with(ctx.test_state(NO_MISSINGNESS, sp.seed)), prep.test, 256)
-        headline = (evaluate(data.task, data.y[prep.test], logits), logits)
+        if complete is None:
+            logits = predict(model, ctx.forward_with(ctx.test_state(NO_MISSINGNESS, sp.seed)), prep.test, 256)
+            complete = (evaluate(data.task, data.y[prep.test], logits), logits)
+        headline = complete
     test, arrays["test_logits"] = headline
     val = evaluate(data.task, data.y[prep.val], fit_res.best_val_logits)
     report = RunReport(

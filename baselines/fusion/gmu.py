@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bench.api import Fusion, FusionDims, FusionOutput
+from bench.api import Fusion, FusionDims, FusionOutput, zero_missing
 from bench.registry import register_fusion
 
 __all__ = ["GMUFusion"]
@@ -71,8 +71,8 @@ class GMUFusion(Fusion):
         tabular_available: Tensor,
     ) -> FusionOutput:
         image_available, tabular_available = image_available.bool(), tabular_available.bool()
-        image_pooled = torch.where(image_available[:, None], image_pooled, 0.0)
-        tabular_pooled = torch.where(tabular_available[:, None], tabular_pooled, 0.0)
+        image_pooled = zero_missing(image_pooled, image_available)
+        tabular_pooled = zero_missing(tabular_pooled, tabular_available)
         h_img = torch.tanh(self.image_proj(image_pooled))
         h_tab = torch.tanh(self.tabular_proj(tabular_pooled))
         z = self.gate_values(image_pooled, tabular_pooled, image_available, tabular_available)

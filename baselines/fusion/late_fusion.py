@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bench.api import Fusion, FusionDims, FusionOutput
+from bench.api import Fusion, FusionDims, FusionOutput, zero_missing
 from bench.registry import register_fusion
 
 __all__ = ["LateFusion", "availability_weights"]
@@ -80,8 +80,8 @@ class LateFusion(Fusion):
         tabular_available: Tensor,
     ) -> FusionOutput:
         image_available, tabular_available = image_available.bool(), tabular_available.bool()
-        image_logits = self.image_head(torch.where(image_available[:, None], image_pooled, 0.0))
-        tabular_logits = self.tabular_head(torch.where(tabular_available[:, None], tabular_pooled, 0.0))
+        image_logits = self.image_head(zero_missing(image_pooled, image_available))
+        tabular_logits = self.tabular_head(zero_missing(tabular_pooled, tabular_available))
         w = availability_weights(self.weight_logits, image_available, tabular_available)
         # torch.where: a missing modality's term is exactly 0, whatever its head outputs.
         logits = torch.where(image_available[:, None], w[:, :1] * image_logits, 0.0) + torch.where(

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench.api import Fusion, FusionDims, FusionOutput
+from bench.api import Fusion, FusionDims, FusionOutput, zero_missing
 from bench.registry import register_fusion
 
 __all__ = ["MaskedAttentionFusion", "modality_dropout_masks"]
@@ -218,8 +218,8 @@ class MaskedAttentionFusion(Fusion):
             image_available, tabular_available, dropped = modality_dropout_masks(
                 image_available, tabular_available, self.modality_dropout
             )
-        image_tokens = torch.where(image_available[:, None, None], image_tokens, 0.0)
-        tabular_tokens = torch.where(tabular_available[:, None, None], tabular_tokens, 0.0)
+        image_tokens = zero_missing(image_tokens, image_available)
+        tabular_tokens = zero_missing(tabular_tokens, tabular_available)
         sequence = self.embed(image_tokens, tabular_tokens)
         n_img, n_tab = image_tokens.shape[1], tabular_tokens.shape[1]
         img, tab = image_available[:, None], tabular_available[:, None]
