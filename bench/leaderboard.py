@@ -507,18 +507,15 @@ def _describe_search(search: dict) -> str:
     return "; ".join(parts) + "; grid when the space fits, else seeded TPE; validation split, seed 2022, same budget for every method"
 
 
-def suite_metadata(suite_dir: Path) -> dict:
+def suite_metadata(suite_dir: Path, reports: list | None = None) -> dict:
     path = suite_dir / "suite.json"
     meta = json.loads(path.read_text()) if path.exists() else {}
     probes = {}
-    for d in sorted((suite_dir / "runs").glob("*")):
-        rep = d / "report.json"
-        if rep.exists():
-            r = json.loads(rep.read_text())
-            meta["last_run"] = max(meta.get("last_run", ""), str(r.get("created", ""))[:10])
-            p = r.get("training", {}).get("probes")
-            if p:
-                probes[(r["spec"]["tabular_encoder"], r["spec"]["protocol"])] = p
+    for r in load_reports(suite_dir) if reports is None else reports:
+        meta["last_run"] = max(meta.get("last_run", ""), str(r.created)[:10])
+        p = r.training.get("probes")
+        if p:
+            probes[(r.spec.tabular_encoder, r.spec.protocol)] = p
     meta["probes"] = probes
     meta["latency_runs"] = meta.get("budget_config", {}).get("latency", {}).get("runs", "n")
     return meta
@@ -532,7 +529,7 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
 
     reports = load_reports(suite_dir)  # read once; the tables below are all views of these reports
     df = results_frame(suite_dir, reports)
-    meta = suite_metadata(suite_dir)
+    meta = suite_metadata(suite_dir, reports)
     expected = expected_seeds or meta.get("seeds")
     csv = df.to_csv(index=False)
     atomic_write_text(suite_dir / "results.csv", csv)
