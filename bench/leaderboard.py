@@ -521,9 +521,14 @@ def suite_metadata(suite_dir: Path, reports: list | None = None) -> dict:
     return meta
 
 
-def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = None, publish_to: Path | None = None) -> Path:
-    """Write ``results.csv``, ``leaderboard.md``, ``leaderboard.json`` and the figures next to the runs
-    (and, with ``publish_to``, as ``<suite>.md/.csv/.json`` and the same figures there)."""
+def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = None, publish_to: Path | None = None,
+                      render_to: Path | None = None) -> Path:
+    """Write ``results.csv``, ``leaderboard.md``, ``leaderboard.json`` and the figures next to the runs.
+
+    ``render_to``: also write them there under their published names (``<suite>.md/.csv/.json``, figures).
+    ``publish_to`` (a ``leaderboards/`` folder): copy the compact results to ``<publish_to>/results/<suite>/``
+    and render the published files from that copy (:mod:`bench.publish`), so they are reproducible from
+    what is committed."""
     from bench.plots import PLOT_COLUMNS, pareto_png
     from bench.robustness import render_robustness, robustness_frame
 
@@ -566,15 +571,17 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
     atomic_write_text(suite_dir / "leaderboard.json", lb_json)
     for fname, png in plots.items():
         atomic_write_bytes(suite_dir / fname, png)
-    if publish_to is not None:
-        atomic_write_text(publish_to / f"{name}.md", md + "\n")
-        atomic_write_text(publish_to / f"{name}.csv", csv)
-        atomic_write_text(publish_to / f"{name}.json", lb_json)
+    if render_to is not None:
+        atomic_write_text(render_to / f"{name}.md", md + "\n")
+        atomic_write_text(render_to / f"{name}.csv", csv)
+        atomic_write_text(render_to / f"{name}.json", lb_json)
         if len(rob):
-            atomic_write_text(publish_to / f"{name}-robustness.csv", rob.to_csv(index=False))
+            atomic_write_text(render_to / f"{name}-robustness.csv", rob.to_csv(index=False))
         for fname, png in plots.items():
-            atomic_write_bytes(publish_to / fname, png)
-        from bench.publish import export_compact
+            atomic_write_bytes(render_to / fname, png)
+    if publish_to is not None:
+        from bench.publish import export_compact, render_from_compact
 
         export_compact(suite_dir, publish_to / "results" / name)  # what `nox -s leaderboard` re-renders from
+        render_from_compact(publish_to / "results" / name, publish_to)
     return suite_dir / "leaderboard.md"

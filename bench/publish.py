@@ -1,27 +1,38 @@
 """Published leaderboards and the compact results they are rendered from.
 
-``python -m bench run|leaderboard ... --publish`` writes ``leaderboards/<suite>.md`` (+ ``.csv``,
-``.json``, PNG figures) and copies the compact results behind them — ``suite.json`` and, per finished
-run, ``report.json``, ``config.json``, ``predictions.npz`` and ``DONE`` — to
-``leaderboards/results/<suite>/``. Since a leaderboard is a pure function of run directories,
+``python -m bench run|leaderboard ... --publish`` copies the compact results of a suite — ``suite.json``
+and, per finished run, ``report.json``, ``config.json``, ``DONE`` and the run's *test* predictions
+(``predictions.npz`` without the validation arrays) — to ``leaderboards/results/<suite>/``, then renders
+``leaderboards/<suite>.md`` (+ ``.csv``, ``.json``, PNG figures) *from that copy*. Since a leaderboard is
+a pure function of run directories,
 
     python -m bench.publish            # or: nox -s leaderboard
 
 re-renders every published leaderboard from those committed results and reports any file whose bytes
 changed (exit 1), so a fresh clone can check that what is published is what the results say.
+
+Size: multi-class logits (DVM: 101 columns per test sample) are stored as float16 in the compact copy
+(half the bytes; a float16 logit is within 1e-3 relative of the float32 one). Since the published page is
+rendered from the copy, it is byte-for-byte reproducible; it may differ from the run directory's own
+``leaderboard.md`` in the last digit where float16 rounding changes a pooled probability. Binary logits
+(one column) stay float32: they are small, and AUC is sensitive to ties that rounding would create.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.results import FAILED, is_done
+import numpy as np
 
-COMPACT_RUN_FILES = ("report.json", "config.json", "predictions.npz", "DONE")
+from bench.results import FAILED, atomic_write_bytes, is_done
+
+COMPACT_RUN_FILES = ("report.json", "config.json", "DONE")
+PREDICTIONS = "predictions.npz"
 LEADERBOARDS = Path(__file__).resolve().parent.parent / "leaderboards"
 
 
@@ -44,34 +55,61 @@ def export_compact(suite_dir: Path, dest: Path) -> int:
         for name in COMPACT_RUN_FILES:
             if (run / name).exists():
                 shutil.copy2(run / name, tmp / "runs" / run.name / name)
+        if (run / PREDICTIONS).exists():
+            atomic_write_bytes(tmp / "runs" / run.name / PREDICTIONS, compact_predictions(run / PREDICTIONS))
         n += 1
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return n
 
 
-def rebuild(leaderboards: Path = LEADERBOARDS, *, write: bool = True) -> list[str]:
-    """Re-render every leaderboard from ``leaderboards/results/*``; the names of files whose bytes differ."""
+def compact_predictions(path: Path) -> bytes:
+    """The test arrays of a run's ``predictions.npz`` (ids, labels, logits and availability masks per test
+    condition), multi-class logits as float16; validation arrays are left behind (no leaderboard reads them)."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {}
+        for k in sorted(z.files):
+            if not k.startswith("test_"):
+                continue
+            a = z[k]
+            if a.dtype.kind == "f" and a.ndim == 2 and a.shape[1] > 1:
+                a = a.astype(np.float16)
+            arrays[k] = a
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def render_from_compact(compact: Path, leaderboards: Path, *, write: bool = True) -> list[str]:
+    """Render the leaderboard of the compact results in ``compact`` into ``leaderboards``; the names of
+    the files whose bytes differ from what is there (written unless ``write`` is false)."""
     from bench.leaderboard import write_leaderboard
 
+    changed: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
+        work, out = Path(tmp) / compact.name, Path(tmp) / "out"
+        shutil.copytree(compact, work)
+        out.mkdir()
+        write_leaderboard(work, render_to=out)
+        for f in sorted(out.iterdir()):
+            if f.is_dir():
+                continue
+            target = leaderboards / f.name
+            if not target.exists() or target.read_bytes() != f.read_bytes():
+                changed.append(f.name)
+                if write:
+                    atomic_write_bytes(target, f.read_bytes())
+    return changed
+
+
+def rebuild(leaderboards: Path = LEADERBOARDS, *, write: bool = True) -> list[str]:
+    """Re-render every leaderboard from ``leaderboards/results/*``; the names of files whose bytes differ."""
     changed: list[str] = []
     suites = sorted(p for p in (leaderboards / "results").glob("*") if (p / "suite.json").exists())
     if not suites:
         raise SystemExit(f"no committed results under {leaderboards / 'results'}; publish a suite with --publish first")
     for src in suites:
-        with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
-            work, out = Path(tmp) / src.name, Path(tmp) / "out"
-            shutil.copytree(src, work)
-            out.mkdir()
-            write_leaderboard(work, publish_to=out)
-            for f in sorted(out.iterdir()):
-                if f.is_dir():
-                    continue
-                target = leaderboards / f.name
-                if not target.exists() or target.read_bytes() != f.read_bytes():
-                    changed.append(f.name)
-                    if write:
-                        shutil.copy2(f, target)
+        changed += render_from_compact(src, leaderboards, write=write)
         print(f"[bench] {src.name}: re-rendered from {sum(1 for _ in (src / 'runs').glob('*'))} committed runs")
     return changed
 
