@@ -155,59 +155,84 @@ def _synthetic(n: int, image_size: int, cache_dir: str):
 TABULAR = {"mlp": {}, "ft_transformer": {"d_token": 32, "n_heads": 1}, "ft_mamba": {"d_token": 32, "d_state": 16}}
 
 
-def _encoders(image_size: int, n_num: int, tabular: str = "mlp"):
+def _encoders(image_size: int, n_num: int, tabular: str = "mlp", tokens: bool = False):
     from bench.registry import get
 
     torch.manual_seed(0)
     img = get("image_encoder", "timm")(model_name="resnet10t", in_chans=1, image_size=image_size)
     tab = get("tabular_encoder", tabular)(n_num=n_num, cat_cardinalities=[], **TABULAR[tabular])
     if hasattr(tab, "tokens_needed"):
-        tab.tokens_needed = False  # as in the suite: the fusions read the pooled tabular vector only
+        tab.tokens_needed = tokens  # as in the suite: per-feature tokens only when a fusion reads them
     return img, tab
+
+
+def default_suite_fusions() -> tuple[tuple[str, ...], dict[str, dict]]:
+    """The fusions of the default suite (``ol3i-incomplete``), in its order, and their cpu-budget settings."""
+    from bench.suite import load_suite
+
+    suite = load_suite("ol3i-incomplete", budget="cpu")
+    return tuple(suite.fusions), dict(suite.budget.get("fusions", {}))
 
 
 def bench_frozen_sweep(
     *, n: int = 2000, image_size: int = 64, epochs: int = 30, batch_size: int = 64,
-    fusions: tuple[str, ...] = ("concat", "amf"), repeats: int = 3, lr: float = 1e-3, seed: int = 2022,
-    tabular: str = "mlp",
+    fusions: tuple[str, ...] | None = ("concat", "amf"), seeds: tuple[int, ...] = (2022,), repeats: int = 3,
+    lr: float = 1e-3, tabular: str = "mlp", overhead_fusions: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Frozen heads: cached features (A) vs re-encoding each batch (B); fit() vs a bare loop (C)."""
+    """A frozen sweep (every fusion x seed): heads trained on cached features (A, what the harness does)
+    vs re-encoding every batch with the frozen encoders (B); and ``fit()`` vs a bare loop (C).
+
+    ``fusions=None`` sweeps the default suite's fusions. Each fusion gets what it gets in the suite: the
+    pooled tabular vector, or every per-feature token for a fusion that reads them (AMC). A and B use
+    the same seed, so the same initial weights and batch order; their test logits are compared. C (the
+    harness's overhead, a property of the training loop rather than of the head) runs for
+    ``overhead_fusions`` (default: all swept fusions) at the first seed. Fusions are built with the cpu
+    budget's settings (e.g. the 64-d cross-attention). Test metrics are compared exactly; logits can
+    differ in the last float32 bits, since the encoders see different batch sizes in A and B.
+    """
     from bench.api import FusionDims, FusionOutput
     from bench.metrics import evaluate
     from bench.pipeline import encode_images, encode_tabular
     from bench.registry import get
     from bench.train import FitConfig, LossConfig, epoch_indices, fit, predict, task_loss
 
+    suite_fusions, fusion_kwargs = default_suite_fusions()
+    fusions = tuple(fusions) if fusions is not None else suite_fusions
+    overhead_fusions = fusions if overhead_fusions is None else tuple(overhead_fusions)
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
         data, x_num = _synthetic(n, image_size, tmp)
         images = np.asarray(data.images)
     train, val, test = data.indices("train"), data.indices("val"), data.indices("test")
-    img_enc, tab_enc = _encoders(image_size, x_num.shape[1], tabular)
+    reads_tokens = {name: bool(getattr(get("fusion", name), "needs_tabular_tokens", False)) for name in fusions}
+    any_tokens = any(reads_tokens.values())
+    img_enc, tab_enc = _encoders(image_size, x_num.shape[1], tabular, tokens=any_tokens)
     img_enc.eval()
     tab_enc.eval()
     x_cat = np.zeros((len(x_num), 0), np.int64)
 
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # the sweep encodes once: every fusion and seed reads these tensors
     img_tok, img_pool = encode_images(img_enc, images)
-    _, tab_pool = encode_tabular(tab_enc, x_num, x_cat, keep_tokens=False)
+    tab_tok, tab_pool = encode_tabular(tab_enc, x_num, x_cat, keep_tokens=any_tokens)
     encode_s = time.perf_counter() - t0
     images_t, x_num_t = torch.from_numpy(images), torch.from_numpy(x_num)
 
     def forward_cached(model: nn.Module, idx: np.ndarray) -> FusionOutput:
-        return model(img_tok[idx], img_pool[idx], tab_pool[idx][:, None], tab_pool[idx])
+        tokens = tab_tok[idx] if model.needs_tabular_tokens else tab_pool[idx][:, None]
+        return model(img_tok[idx], img_pool[idx], tokens, tab_pool[idx])
 
     def forward_encode(model: nn.Module, idx: np.ndarray) -> FusionOutput:
         with torch.no_grad():
             img = img_enc(images_t[idx])
             tab = tab_enc(x_num_t[idx], None)
-        return model(img.tokens, img.pooled, tab.pooled[:, None], tab.pooled)
+        tokens = tab.tokens if model.needs_tabular_tokens else tab.pooled[:, None]
+        return model(img.tokens, img.pooled, tokens, tab.pooled)
 
     loss = LossConfig(name="weighted_ce", sampler=(0.5, 5.0))  # AMF-MedIT A.3
-    cfg = FitConfig(lr=lr, max_epochs=epochs, patience=epochs, batch_size=batch_size, seed=seed)
     out: dict[str, Any] = {
         "config": {"n": n, "image_size": image_size, "epochs": epochs, "batch_size": batch_size,
                    "n_train": len(train), "n_val": len(val), "n_test": len(test), "image_encoder": "resnet10t",
-                   "tabular_encoder": tabular, "loss": "weighted_ce, sampler (0.5, 5)", "repeats_C": repeats},
+                   "tabular_encoder": tabular, "loss": "weighted_ce, sampler (0.5, 5)", "repeats_C": repeats,
+                   "seeds": list(seeds), "fusions": list(fusions), "overhead_fusions": list(overhead_fusions)},
         "encode_once_s": encode_s,
         "fusions": {},
     }
@@ -215,74 +240,92 @@ def bench_frozen_sweep(
     for name in fusions:
         fusion_cls = get("fusion", name)
         dims = FusionDims(image_pooled=img_enc.d_out, image_token=img_enc.d_token, tabular_pooled=tab_enc.d_out,
-                          tabular_token=tab_enc.d_out, image_tokens=int(img_enc.n_tokens), tabular_tokens=1)
+                          tabular_token=tab_enc.d_token if reads_tokens[name] else tab_enc.d_out,
+                          image_tokens=int(img_enc.n_tokens),
+                          tabular_tokens=int(tab_enc.n_tokens) if reads_tokens[name] else 1)
 
-        def build(fusion_cls=fusion_cls, dims=dims) -> nn.Module:
+        def build(seed: int, fusion_cls=fusion_cls, dims=dims) -> nn.Module:
             torch.manual_seed(seed)
-            return fusion_cls(dims=dims, n_classes=1)
+            return fusion_cls(dims=dims, n_classes=1, **fusion_kwargs.get(name, {}))
 
-        def run_fit(forward) -> tuple[float, np.ndarray]:
-            model = build()
+        def run_fit(forward, seed: int) -> tuple[float, np.ndarray]:
+            model = build(seed)
+            cfg = FitConfig(lr=lr, max_epochs=epochs, patience=epochs, batch_size=batch_size, seed=seed)
             t = time.perf_counter()
             fit(model, forward, data.y, train, val, cfg, task=data.task, loss=loss)
             secs = time.perf_counter() - t
             return secs, predict(model, forward_cached, test, 256)
 
-        _log(f"frozen sweep {name}: A (cached) then B (re-encode), {epochs} epochs each")
-        a1_s, a_logits = run_fit(forward_cached)
-        b_s, b_logits = run_fit(forward_encode)
-        a2_s, _ = run_fit(forward_cached)
-        a_s = (a1_s + a2_s) / 2  # A is run before and after B (B once: it is the expensive one)
-        auc_a = evaluate(data.task, data.y[test], a_logits)["value"]
-        auc_b = evaluate(data.task, data.y[test], b_logits)["value"]
-
-        # C: fit() vs a bare loop with the same batches and optimizer steps, on the cached tensors
-        def bare(with_val: bool) -> Callable[[], None]:
-            def run() -> None:
-                model = build()
-                torch.manual_seed(seed)
-                rng = np.random.default_rng(seed)
-                opt = torch.optim.Adam(model.parameters(), lr=lr)
-                y_t = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
-                for _ in range(epochs):
-                    model.train()
-                    order = epoch_indices(train, data.y, loss, rng)
-                    for start in range(0, len(order), batch_size):
-                        batch = order[start : start + batch_size]
-                        if len(batch) < 2 and len(order) > 1:
-                            continue
-                        o = forward_cached(model, batch)
-                        batch_loss = task_loss(o.logits, y_t[batch], data.task, loss)
-                        for aux in o.aux_losses.values():
-                            batch_loss = batch_loss + aux
-                        opt.zero_grad(set_to_none=True)
-                        batch_loss.backward()
-                        opt.step()
-                    if with_val:
-                        evaluate(data.task, data.y[val], predict(model, forward_cached, val, 256))
-            return run
-
-        def harness() -> None:
-            fit(build(), forward_cached, data.y, train, val, cfg, task=data.task, loss=loss)
-
-        c = _interleaved({"fit": harness, "bare_with_val": bare(True), "bare_no_val": bare(False)}, repeats)
-        a_total = encode_s + a_s
-        out["fusions"][name] = {
-            "A_cached_fit_s": a_s,
-            "A_total_s_incl_encoding": a_total,
-            "B_reencode_fit_s": b_s,
-            "speedup_B_over_A_total": b_s / a_total,
-            "speedup_B_over_A_fit_only": b_s / a_s,
-            "test_auc_A": float(auc_a),
-            "test_auc_B": float(auc_b),
-            "test_auc_abs_diff": abs(float(auc_a) - float(auc_b)),
-            "test_logits_max_abs_diff": float(np.abs(a_logits - b_logits).max()),
-            "C_fit_s": c["fit"],
-            "C_bare_with_val_s": c["bare_with_val"],
-            "C_bare_no_val_s": c["bare_no_val"],
-            "overhead_pct_vs_bare_with_val": 100.0 * (c["fit"] / c["bare_with_val"] - 1.0),
-            "overhead_pct_vs_bare_no_val": 100.0 * (c["fit"] / c["bare_no_val"] - 1.0),
+        per_seed = []
+        for seed in seeds:
+            _log(f"frozen sweep {name} seed {seed}: A (cached) then B (re-encode), {epochs} epochs each")
+            a_s, a_logits = run_fit(forward_cached, seed)
+            b_s, b_logits = run_fit(forward_encode, seed)
+            per_seed.append({"seed": seed, "A_s": a_s, "B_s": b_s,
+                             "auc_A": float(evaluate(data.task, data.y[test], a_logits)["value"]),
+                             "auc_B": float(evaluate(data.task, data.y[test], b_logits)["value"]),
+                             "logits_max_abs_diff": float(np.abs(a_logits - b_logits).max())})
+        a_sum, b_sum = sum(r["A_s"] for r in per_seed), sum(r["B_s"] for r in per_seed)
+        fig: dict[str, Any] = {
+            "reads_tabular_tokens": reads_tokens[name],
+            "per_seed": per_seed,
+            "A_cached_fit_s": a_sum,
+            "A_total_s_incl_encoding": encode_s + a_sum,
+            "B_reencode_fit_s": b_sum,
+            "speedup_B_over_A_total": b_sum / (encode_s + a_sum),
+            "speedup_B_over_A_fit_only": b_sum / a_sum,
+            "test_auc_A": statistics.fmean(r["auc_A"] for r in per_seed),
+            "test_auc_B": statistics.fmean(r["auc_B"] for r in per_seed),
+            "test_auc_abs_diff": max(abs(r["auc_A"] - r["auc_B"]) for r in per_seed),
+            "test_logits_max_abs_diff": max(r["logits_max_abs_diff"] for r in per_seed),
         }
+        if name in overhead_fusions:
+            seed = seeds[0]
+            cfg = FitConfig(lr=lr, max_epochs=epochs, patience=epochs, batch_size=batch_size, seed=seed)
+
+            # C: fit() vs a bare loop with the same batches and optimizer steps, on the cached tensors
+            def bare(with_val: bool, build=build, seed=seed) -> Callable[[], None]:
+                def run() -> None:
+                    model = build(seed)
+                    torch.manual_seed(seed)
+                    rng = np.random.default_rng(seed)
+                    opt = torch.optim.Adam(model.parameters(), lr=lr)
+                    y_t = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
+                    for _ in range(epochs):
+                        model.train()
+                        order = epoch_indices(train, data.y, loss, rng)
+                        for start in range(0, len(order), batch_size):
+                            batch = order[start : start + batch_size]
+                            if len(batch) < 2 and len(order) > 1:
+                                continue
+                            o = forward_cached(model, batch)
+                            batch_loss = task_loss(o.logits, y_t[batch], data.task, loss)
+                            for aux in o.aux_losses.values():
+                                batch_loss = batch_loss + aux
+                            opt.zero_grad(set_to_none=True)
+                            batch_loss.backward()
+                            opt.step()
+                        if with_val:
+                            evaluate(data.task, data.y[val], predict(model, forward_cached, val, 256))
+                return run
+
+            def harness(build=build, seed=seed, cfg=cfg) -> None:
+                fit(build(seed), forward_cached, data.y, train, val, cfg, task=data.task, loss=loss)
+
+            c = _interleaved({"fit": harness, "bare_with_val": bare(True), "bare_no_val": bare(False)}, repeats)
+            fig.update({
+                "C_fit_s": c["fit"],
+                "C_bare_with_val_s": c["bare_with_val"],
+                "C_bare_no_val_s": c["bare_no_val"],
+                "overhead_pct_vs_bare_with_val": 100.0 * (c["fit"] / c["bare_with_val"] - 1.0),
+                "overhead_pct_vs_bare_no_val": 100.0 * (c["fit"] / c["bare_no_val"] - 1.0),
+            })
+        out["fusions"][name] = fig
+    b_all = sum(f["B_reencode_fit_s"] for f in out["fusions"].values())
+    a_all = encode_s + sum(f["A_cached_fit_s"] for f in out["fusions"].values())
+    out["sweep"] = {"B_reencode_s": b_all, "A_encode_once_plus_cached_s": a_all, "speedup": b_all / a_all,
+                    "identical_test_metric": all(f["test_auc_abs_diff"] == 0 for f in out["fusions"].values()),
+                    "test_logits_max_abs_diff": max(f["test_logits_max_abs_diff"] for f in out["fusions"].values())}
     return out
 
 
@@ -414,6 +457,8 @@ PAPER = {"cross_ms": 1.54, "amf_ms": 0.12, "cross_params_m": 9.49, "amf_params_m
 def _fmt(v: Any) -> str:
     if isinstance(v, str):
         return v
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     av = abs(v)
@@ -453,19 +498,23 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_row("FT-Mamba mamba.py vs sequential, max rel diff", fm["max_rel_diff_mambapy_vs_sequential"]))
     fs = res.get("frozen_sweep")
     if fs:
-        # the whole sweep: every fusion re-encoding each epoch vs one shared encoding + cached fits
-        b_all = sum(f["B_reencode_fit_s"] for f in fs["fusions"].values())
-        a_all = fs["encode_once_s"] + sum(f["A_cached_fit_s"] for f in fs["fusions"].values())
-        rows.append(_row(f"frozen sweep ({'+'.join(fs['fusions'])}): re-encode s (vs encode once + cached fits s)",
-                         b_all, a_all, b_all / a_all, ">= 20x", b_all / a_all >= 20))
+        # the whole sweep: every fusion x seed re-encoding each epoch vs one shared encoding + cached fits
+        sw, cfg = fs["sweep"], fs["config"]
+        rows.append(_row(f"frozen sweep, {len(cfg['fusions'])} fusions x {len(cfg['seeds'])} seeds, batch "
+                         f"{cfg['batch_size']}: re-encode s (vs encode once + cached fits s)",
+                         sw["B_reencode_s"], sw["A_encode_once_plus_cached_s"], sw["speedup"], ">= 20x",
+                         sw["speedup"] >= 20))
+        rows.append(_row(f"frozen sweep: every test AUC identical, cached vs re-encode (logits max abs diff "
+                         f"{sw['test_logits_max_abs_diff']:.1e})", sw["identical_test_metric"], None, None, "equal",
+                         sw["identical_test_metric"]))
         for name, f in fs["fusions"].items():
-            rows.append(_row(f"{name}: re-encode fit s (vs cached incl. encoding s)", f["B_reencode_fit_s"],
-                             f["A_total_s_incl_encoding"], f["speedup_B_over_A_total"]))
             rows.append(_row(f"{name}: re-encode fit s (vs cached fit only s)", f["B_reencode_fit_s"],
                              f["A_cached_fit_s"], f["speedup_B_over_A_fit_only"]))
-            rows.append(_row(f"{name}: test AUC cached (vs re-encode)", f["test_auc_A"], f["test_auc_B"], None,
+            rows.append(_row(f"{name}: test AUC cached (vs re-encode), logits max abs diff "
+                             f"{f['test_logits_max_abs_diff']:.1e}", f["test_auc_A"], f["test_auc_B"], None,
                              "equal", f["test_auc_abs_diff"] == 0))
-            rows.append(_row(f"{name}: test logits max abs diff A vs B", f["test_logits_max_abs_diff"]))
+            if "C_fit_s" not in f:
+                continue
             ov = f["overhead_pct_vs_bare_with_val"]
             rows.append(_row(f"{name}: fit() s (vs bare loop + val s), overhead %", f["C_fit_s"],
                              f["C_bare_with_val_s"], f["C_fit_s"] / f["C_bare_with_val_s"],
@@ -507,7 +556,9 @@ SIZES = {
     "full": {
         "ft_mamba": {"batch": 64, "d_token": 64, "repeats": 3},
         # the suite's setting: 64 px resnet10t + the cpu budget's FT-Transformer over all 423 features
-        "frozen_sweep": {"n": 1000, "image_size": 64, "epochs": 30, "repeats": 3, "tabular": "ft_transformer"},
+        # every fusion of the default suite, 20 epochs (the cpu budget's max_epochs); C for two heads
+        "frozen_sweep": {"n": 600, "image_size": 64, "epochs": 20, "repeats": 3, "tabular": "ft_transformer",
+                         "fusions": None, "seeds": (2022,), "overhead_fusions": ("concat", "amf")},
         "data_path": {"n": 8139, "image_size": 64, "n_batches": 20, "repeats": 5},
         "latency": {"batch_sizes": (1, 8, 32, 128), "runs": 30, "rounds": 3},
     },

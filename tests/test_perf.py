@@ -50,6 +50,19 @@ def test_frozen_sweep_figures():
             _finite_nonneg(f[k], f"{name}.{k}")
         for k in ("overhead_pct_vs_bare_with_val", "overhead_pct_vs_bare_no_val"):
             assert math.isfinite(f[k])
+    sw = r["sweep"]
+    _positive(sw["speedup"], "sweep.speedup")
+    assert sw["B_reencode_s"] == sum(f["B_reencode_fit_s"] for f in r["fusions"].values())
+
+
+def test_frozen_sweep_gives_a_token_reading_fusion_the_per_feature_tokens():
+    r = perf.bench_frozen_sweep(n=120, image_size=32, epochs=1, batch_size=32, repeats=1, fusions=("amc", "concat"),
+                                seeds=(0, 1), tabular="ft_transformer", overhead_fusions=("concat",))
+    amc, concat = r["fusions"]["amc"], r["fusions"]["concat"]
+    assert amc["reads_tabular_tokens"] and not concat["reads_tabular_tokens"]
+    assert [s["seed"] for s in amc["per_seed"]] == [0, 1]
+    assert "C_fit_s" not in amc and "C_fit_s" in concat  # the loop overhead is measured where asked
+    assert amc["test_auc_abs_diff"] == 0  # same seed, same batches: the same test metric either way
 
 
 def test_data_path_figures():
