@@ -244,9 +244,11 @@ def bench_frozen_sweep(
                           image_tokens=int(img_enc.n_tokens),
                           tabular_tokens=int(tab_enc.n_tokens) if reads_tokens[name] else 1)
 
-        def build(seed: int, fusion_cls=fusion_cls, dims=dims) -> nn.Module:
+        kwargs = dict(fusion_kwargs.get(name, {}))
+
+        def build(seed: int, fusion_cls=fusion_cls, dims=dims, kwargs=kwargs) -> nn.Module:
             torch.manual_seed(seed)
-            return fusion_cls(dims=dims, n_classes=1, **fusion_kwargs.get(name, {}))
+            return fusion_cls(dims=dims, n_classes=1, **kwargs)
 
         def run_fit(forward, seed: int) -> tuple[float, np.ndarray]:
             model = build(seed)
