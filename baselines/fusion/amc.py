@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from baselines.checks import check_dropout
 from bench.api import Fusion, FusionDims, FusionOutput
 from bench.registry import register_fusion
 
@@ -429,8 +430,7 @@ class AMCFusion(Fusion):
             raise ValueError(f"top_k must be <= n_experts ({n_experts!r}), got {top_k!r}")
         if not (math.isfinite(ffn_ratio) and ffn_ratio > 0):
             raise ValueError(f"ffn_ratio must be a positive number, got {ffn_ratio!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_dropout(dropout=dropout)
         if not 0.0 < lambda_init < 1.0:
             raise ValueError(f"lambda_init must be in (0, 1), got {lambda_init!r}")
         if not (math.isfinite(temperature) and temperature > 0):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from baselines.checks import WEIGHT_DECAY_SEARCH
 from bench.api import Fusion, FusionDims, FusionOutput
 from bench.registry import register_fusion
 
@@ -36,7 +37,7 @@ class ConcatMissingEmbeddingFusion(Fusion):
     needs_tokens = False
     handles_missing = True
     search_space: dict[str, dict] = {
-        "weight_decay": {"type": "categorical", "choices": [1e-1, 1e-2, 1e-3, 1e-4]},
+        "weight_decay": WEIGHT_DECAY_SEARCH,
     }
 
     def __init__(self, *, dims: FusionDims, n_classes: int):

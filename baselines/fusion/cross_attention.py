@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from baselines.checks import WEIGHT_DECAY_SEARCH
 from bench.api import Fusion, FusionDims, FusionOutput
 from bench.registry import register_fusion
 
@@ -75,7 +76,7 @@ class CrossAttentionFusion(Fusion):
     # weight_decay is an optimiser setting, not a constructor argument.
     conformance_kwargs = {"d_model": 32, "n_heads": 4}
     search_space: dict[str, dict] = {
-        "weight_decay": {"type": "categorical", "choices": [1e-1, 1e-2, 1e-3, 1e-4]},
+        "weight_decay": WEIGHT_DECAY_SEARCH,
     }
 
     def __init__(

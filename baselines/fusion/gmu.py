@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from baselines.checks import WEIGHT_DECAY_SEARCH, check_dropout
 from bench.api import Fusion, FusionDims, FusionOutput, zero_missing
 from bench.registry import register_fusion
 
@@ -36,15 +37,14 @@ class GMUFusion(Fusion):
     search_space: dict[str, dict] = {
         "d_hidden": {"type": "categorical", "choices": [64, 128, 256]},
         "dropout": {"type": "categorical", "choices": [0.0, 0.1, 0.3]},
-        "weight_decay": {"type": "categorical", "choices": [1e-1, 1e-2, 1e-3, 1e-4]},
+        "weight_decay": WEIGHT_DECAY_SEARCH,
     }
 
     def __init__(self, *, dims: FusionDims, n_classes: int, d_hidden: int = 128, dropout: float = 0.1):
         super().__init__(dims=dims, n_classes=n_classes)
         if d_hidden < 1:
             raise ValueError(f"d_hidden must be >= 1, got {d_hidden!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_dropout(dropout=dropout)
         self.d_hidden = int(d_hidden)
         self.image_proj = nn.Linear(dims.image_pooled, d_hidden)
         self.tabular_proj = nn.Linear(dims.tabular_pooled, d_hidden)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from baselines.checks import WEIGHT_DECAY_SEARCH, check_dropout
 from bench.api import Fusion, FusionDims, FusionOutput, zero_missing
 from bench.registry import register_fusion
 
@@ -56,15 +57,14 @@ class LateFusion(Fusion):
     search_space: dict[str, dict] = {
         "hidden": {"type": "categorical", "choices": [0, 64, 256]},
         "dropout": {"type": "categorical", "choices": [0.0, 0.1, 0.3]},
-        "weight_decay": {"type": "categorical", "choices": [1e-1, 1e-2, 1e-3, 1e-4]},
+        "weight_decay": WEIGHT_DECAY_SEARCH,
     }
 
     def __init__(self, *, dims: FusionDims, n_classes: int, hidden: int = 0, dropout: float = 0.1):
         super().__init__(dims=dims, n_classes=n_classes)
         if hidden < 0:
             raise ValueError(f"hidden must be >= 0 (0 = linear heads), got {hidden!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_dropout(dropout=dropout)
         self.hidden = int(hidden)
         self.image_head = _head(dims.image_pooled, n_classes, self.hidden, dropout)
         self.tabular_head = _head(dims.tabular_pooled, n_classes, self.hidden, dropout)

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from baselines.checks import check_dropout
 from bench.api import Fusion, FusionDims, FusionOutput, zero_missing
 from bench.registry import register_fusion
 
@@ -140,8 +141,7 @@ class MaskedAttentionFusion(Fusion):
             raise ValueError(f"d_model ({d_model!r}) must be a positive multiple of n_heads ({n_heads!r})")
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_dropout(dropout=dropout)
         if not 0.0 <= modality_dropout <= 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1], got {modality_dropout!r}")
         d_ffn = int(round(ffn_ratio * d_model))

@@ -16,13 +16,12 @@ from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
+from baselines.checks import check_dropout, check_positive_int
 from baselines.tabular.mamba_cpu import MambaCPU, make_mamba
 from baselines.tabular.rtdl_encoders import (
     TOKEN_WIDTHS,
     FeatureEmbeddings,
-    check_dropout,
     check_feature_args,
-    check_positive_int,
     check_tabular_inputs,
 )
 from bench.api import EncoderOutput

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from baselines.checks import check_dropout, check_positive, check_positive_int
 from bench.api import EncoderOutput
 from bench.registry import register_tabular_encoder
 
@@ -47,24 +48,6 @@ def check_feature_args(n_num: int, cat_cardinalities: list[int]) -> list[int]:
     if n_num == 0 and not cards:
         raise ValueError(f"at least one feature is needed, however: {n_num=}, cat_cardinalities={cards}")
     return cards
-
-
-def check_positive(**values: int | float) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ValueError(f"{name} must be positive, however: {name}={value!r}")
-
-
-def check_positive_int(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, however: {name}={value!r}")
-
-
-def check_dropout(**values: float) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), however: {name}={value!r}")
 
 
 def check_tabular_inputs(x_num: Tensor, x_cat: Tensor | None, n_num: int, n_cat: int) -> Tensor | None:
