@@ -183,13 +183,20 @@ def load_reports(suite_dir: Path) -> list[RunReport]:
     return reports
 
 
-def git_commit() -> str:
-    root = Path(__file__).resolve().parent.parent
+# What a run writes into a checkout (published leaderboards) does not make the code that ran "dirty".
+GENERATED_PATHS = ("leaderboards", "runs")
+
+
+def git_commit(root: Path | None = None) -> str:
+    """The checkout's commit (12 hex digits), ``-dirty`` when tracked files other than generated
+    outputs (:data:`GENERATED_PATHS`) differ from it; ``unknown`` outside git."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        exclude = [f":(exclude){p}" for p in GENERATED_PATHS]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *exclude], cwd=root,
                                capture_output=True, text=True, timeout=5)
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
