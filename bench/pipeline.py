@@ -363,6 +363,8 @@ def run_suite(
     # fusions that read every tabular token (not only the pooled one) need them encoded and cached
     needs_tab_tokens = any(getattr(get("fusion", base), "needs_tabular_tokens", False) for _, base, _ in variants)
 
+    searched: set[tuple] = set()  # the search keys searched by this invocation
+
     def spec_of(setting: str, tab_name: str, label: str, strategy: str, seed: int) -> RunSpec:
         return RunSpec(suite.name, setting, image_label, tab_name, label, strategy, seed)
 
@@ -459,7 +461,9 @@ def run_suite(
                         if isinstance(profiles[key], Exception):
                             raise profiles[key]
                         search_file = suite_dir / "search" / ("__".join(search_key).replace("*", "all") + ".json")
-                        if search_file.exists() and not force:
+                        # --force redoes a search once per invocation; a search shared by settings
+                        # (per_protocol false) is then reused, not redone on each setting's data
+                        if search_file.exists() and (not force or search_key in searched):
                             saved = json.loads(search_file.read_text())
                             best, search_info = saved["best"], saved["info"]
                         else:
@@ -473,6 +477,7 @@ def run_suite(
                                 study_name=f"{suite.name}__{search_file.stem}__{setting_hash}",
                                 use_gpu=dev.type == "cuda", max_epochs=int(ctx.cfg["max_epochs"]))
                             atomic_write_json(search_file, {"best": best, "info": {**search_info, "protocol": setting_name}})
+                            searched.add(search_key)
                     except Exception as exc:  # the search itself failed: every run of it is recorded as failed
                         for sp in todo:
                             reason = record_failure(run_dir(out, sp), sp, exc)

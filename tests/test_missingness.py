@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +252,14 @@ def test_masks_are_saved_and_reach_the_run(tiny_missing):
     assert report["test"]["value"] == pytest.approx(report["sweep"]["missing-image"]["0.5"]["value"])
     other = np.load(tiny_missing / "runs" / "missing-image@train=0.5__mlp__late_fusion__frozen__seed2023" / "predictions.npz")
     assert not np.array_equal(other["fit_image_available"], fit_avail)  # masks are drawn per seed
+
+
+def test_force_searches_once_and_reuses_the_complete_data_choice(tiny_missing, tmp_path):
+    # per_protocol false: one search per fusion, on complete data, reused by the training-time settings;
+    # --force redoes it once, not once more on each setting's data
+    out = tmp_path / "runs"
+    shutil.copytree(tiny_missing, out / "tiny-missing")
+    rc = main(["run", "--suite", str(_suite_file(tmp_path)), "--out", str(out), "--no-progress", "--force"])
+    assert rc == 0
+    searches = sorted((out / "tiny-missing" / "search").glob("*.json"))
+    assert searches and all(json.loads(f.read_text())["info"]["protocol"] == "complete" for f in searches)
