@@ -564,21 +564,20 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
         rob_md, rob_plots = render_robustness(rob, meta, expected, name)
         md += "\n" + rob_md
         plots.update(rob_plots)
-        atomic_write_text(suite_dir / "robustness.csv", rob.to_csv(index=False))
+        rob_csv = rob.to_csv(index=False)
+        atomic_write_text(suite_dir / "robustness.csv", rob_csv)
     lb_json = json.dumps(leaderboard_json(headline, stats, meta, expected, sorted(plots)), indent=2,
                          allow_nan=False) + "\n"
     atomic_write_text(suite_dir / "leaderboard.md", md + "\n")
     atomic_write_text(suite_dir / "leaderboard.json", lb_json)
     for fname, png in plots.items():
         atomic_write_bytes(suite_dir / fname, png)
-    if render_to is not None:
-        atomic_write_text(render_to / f"{name}.md", md + "\n")
-        atomic_write_text(render_to / f"{name}.csv", csv)
-        atomic_write_text(render_to / f"{name}.json", lb_json)
+    if render_to is not None:  # the same files under their published names
+        texts = {f"{name}.md": md + "\n", f"{name}.csv": csv, f"{name}.json": lb_json}
         if len(rob):
-            atomic_write_text(render_to / f"{name}-robustness.csv", rob.to_csv(index=False))
-        for fname, png in plots.items():
-            atomic_write_bytes(render_to / fname, png)
+            texts[f"{name}-robustness.csv"] = rob_csv
+        for fname, data in {**{k: v.encode() for k, v in texts.items()}, **plots}.items():
+            atomic_write_bytes(render_to / fname, data)
     if publish_to is not None:
         from bench.publish import export_compact, render_from_compact
 
