@@ -432,3 +432,45 @@ def test_traceable_for_the_profiler():
     result = count_gmac(fusion, _inputs())
     assert result.gmac > 0
     assert isinstance(fusion.blocks[0].moe, nn.Module)
+
+
+def _plain_cross_attention(r, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The resampler's cross-attention written out: every input token projected to keys and values."""
+    kv = r.norm_in(tokens)
+    b, n_in, _ = kv.shape
+    h, n, dh = r.n_heads, r.n_tokens, r.d_model // r.n_heads
+    q = r.q_proj(r.norm_q(r.queries)).view(n, h, dh).transpose(0, 1)  # [h, N, dh]
+    k = r.k_proj(kv).view(b, n_in, h, dh).permute(0, 2, 1, 3)  # [B, h, L, dh]
+    v = r.v_proj(kv).view(b, n_in, h, dh).permute(0, 2, 1, 3)
+    attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh), dim=-1)  # [B, h, N, L]
+    return r.out_proj((attn @ v).transpose(1, 2).reshape(b, n, r.d_model)), attn
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_resampler_folded_projections_equal_plain_cross_attention(heads):
+    """The resampler folds W_k and the input LayerNorm's affine part into the queries and applies W_v
+    after pooling; values and every parameter's gradient equal the plain formula (float64)."""
+    torch.manual_seed(0)
+    fusion = AMCFusion(dims=SMALL, n_classes=1, **{**AMCFusion.conformance_kwargs, "resampler_heads": heads})
+    r = fusion.resamplers["tabular"].double()
+    with torch.no_grad():  # a non-trivial input LayerNorm (it starts as the identity)
+        r.norm_in.weight.copy_(torch.rand_like(r.norm_in.weight) + 0.5)
+        r.norm_in.bias.copy_(torch.randn_like(r.norm_in.bias))
+    tokens = torch.randn(5, 11, SMALL.tabular_token, dtype=torch.float64)
+    grad = torch.randn(5, r.n_tokens, r.d_model, dtype=torch.float64)
+    params = [p for p in r.parameters() if p.requires_grad]
+    ours, attn = r.attention(tokens)
+    ref, ref_attn = _plain_cross_attention(r, tokens)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(attn, ref_attn, rtol=1e-10, atol=1e-12)
+    for g_ours, g_ref, p in zip(
+        torch.autograd.grad(ours, params, grad, allow_unused=True),
+        torch.autograd.grad(ref, params, grad, allow_unused=True),
+        params,
+        strict=True,
+    ):
+        if g_ref is None:  # the FFN's parameters: not part of the attention
+            assert g_ours is None
+            continue
+        assert g_ours is not None and p.shape == g_ours.shape
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-11)

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.checks import check_dropout
+from baselines.ops import short_softmax
 from bench.api import Fusion, FusionDims, FusionOutput
 from bench.registry import register_fusion
 
@@ -110,7 +111,7 @@ class DifferentialAttention(nn.Module):
         q = self.q_proj(x).view(b, n, h, 2, dh).permute(0, 2, 3, 1, 4)  # [B, h, 2, N, dh]
         k = self.k_proj(x).view(b, n, h, 2, dh).permute(0, 2, 3, 1, 4)
         v = self.v_proj(x).view(b, n, h, 2 * dh).transpose(1, 2)  # [B, h, N, 2dh]
-        maps = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh), dim=-1)  # [B, h, 2, N, N]
+        maps = short_softmax(q @ k.transpose(-1, -2) / math.sqrt(dh))  # [B, h, 2, N, N]
         attn = maps[:, :, 0] - self.lam() * maps[:, :, 1]  # eq. 11, per head
         heads = (1.0 - self.lambda_init) * self.head_norm(attn @ v)  # [B, h, N, 2dh]
         out = self.out_proj(heads.transpose(1, 2).reshape(b, n, self.d_model))
@@ -164,7 +165,7 @@ class SparseMoE(nn.Module):
 
     def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``x [T, d] -> (gates [T, E], top-k indices [T, k], dispatch [T, E] bool)``."""
-        probs = torch.softmax(self.router(x), dim=-1)
+        probs = short_softmax(self.router(x))
         top_val, top_idx = probs.topk(self.top_k, dim=-1)
         gates = torch.zeros_like(probs).scatter(-1, top_idx, top_val)  # eq. 15
         dispatch = torch.zeros_like(probs).scatter(-1, top_idx, 1.0) > 0
@@ -288,7 +289,10 @@ class TokenResampler(nn.Module):
     the input, the key projection is folded into them (``q_h . W_k,h x = (W_k,h^T q_h) . x``) and the
     value projection is applied after the attention-weighted sum (rows of softmax sum to 1): the
     same function as projecting every input token, without a ``[B, L, d_model]`` tensor for the
-    ~424 tabular tokens. The key bias shifts every score of a row equally, so it is omitted.
+    ~424 tabular tokens. The key bias shifts every score of a row equally, so it is omitted. The input
+    LayerNorm's scale and shift are folded the same way, so on frozen tokens backward never builds a
+    ``[B, L, d_in]`` gradient. ``tests/test_fusion_amc.py`` checks values and every parameter's
+    gradient against the plain formula.
     """
 
     def __init__(self, d_in: int, d_model: int, n_tokens: int, n_heads: int, d_hidden: int, dropout: float):
@@ -312,11 +316,14 @@ class TokenResampler(nn.Module):
         """Cross-attention output ``[B, N, d_model]`` and weights ``[B, heads, N, L]``."""
         b, _, d_in = tokens.shape
         h, n, dh = self.n_heads, self.n_tokens, self.d_model // self.n_heads
-        kv = self.norm_in(tokens)  # [B, L, d_in]
+        # kv = xhat * w + c (the input LayerNorm): scores (qk * w) . xhat, since qk . c is the same for
+        # every key of a row, and attn @ kv = (attn @ xhat) * w + c, since a row of attn sums to 1.
+        xhat = F.layer_norm(tokens, (d_in,), eps=self.norm_in.eps)  # [B, L, d_in]
         q = self.q_proj(self.norm_q(self.queries)).view(n, h, dh)
         qk = torch.einsum("nhe,hec->hnc", q, self.k_proj.weight.view(h, dh, d_in)) / math.sqrt(dh)
-        attn = torch.softmax(torch.matmul(qk.reshape(h * n, d_in), kv.transpose(1, 2)), dim=-1)  # [B, hN, L]
-        pooled = (attn @ kv).view(b, h, n, d_in)
+        qk = qk.reshape(h * n, d_in) * self.norm_in.weight
+        attn = short_softmax(torch.matmul(qk, xhat.transpose(1, 2)))  # [B, hN, L]
+        pooled = ((attn @ xhat) * self.norm_in.weight + self.norm_in.bias).view(b, h, n, d_in)
         out = torch.einsum("bhnc,hec->bnhe", pooled, self.v_proj.weight.view(h, dh, d_in))
         out = self.out_proj(out.reshape(b, n, self.d_model) + self.v_proj.bias)
         return out, attn.view(b, h, n, -1)
