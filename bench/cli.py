@@ -157,6 +157,9 @@ def _cmd_leaderboard(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from bench.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before the first large tensor; BENCH_MALLOC=system leaves glibc's defaults
     if argv[:1] == ["profile"]:  # its own argparse, like perf
         from bench.profile_cli import main as profile_main
 

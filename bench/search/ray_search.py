@@ -83,6 +83,9 @@ def _trainable(config: dict, objective: Objective, seed: int, threads: int) -> N
     import torch
     from ray import tune
 
+    from bench.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a worker process does not start through bench's command line
     torch.set_num_threads(threads)
     tag = {"node_id": ray.get_runtime_context().get_node_id(), "worker": f"{socket.gethostname()}:{os.getpid()}"}
     best, epochs, t0 = RunningBest(), 0, time.perf_counter()
