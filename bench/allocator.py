@@ -23,7 +23,7 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["ENV", "keep_freed_memory"]
+__all__ = ["ENV", "describe", "keep_freed_memory"]
 
 ENV = "BENCH_MALLOC"
 _M_TRIM_THRESHOLD = -1  # glibc's malloc.h
@@ -54,3 +54,10 @@ def keep_freed_memory() -> bool:
             done = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
     _state["done"] = done
     return done
+
+
+def describe() -> str:
+    """What this process's allocator does, for reports (``perf`` JSON)."""
+    if _state.get("done"):
+        return f"glibc, freed memory kept in the process ({ENV}=keep: M_MMAP_MAX 0, M_TRIM_THRESHOLD 2 GiB)"
+    return "the system allocator's defaults" + (f" ({ENV}=system)" if os.environ.get(ENV) == "system" else "")

@@ -174,8 +174,15 @@ def default_suite_fusions() -> tuple[tuple[str, ...], dict[str, dict]]:
     return tuple(suite.fusions), dict(suite.budget.get("fusions", {}))
 
 
+def default_frozen_batch_size() -> int:
+    """The batch size the default suite fine-tunes frozen-encoder heads with (cpu budget)."""
+    from bench.suite import load_suite
+
+    return int(load_suite("ol3i-incomplete", budget="cpu").budget["finetune"]["frozen"]["batch_size"])
+
+
 def bench_frozen_sweep(
-    *, n: int = 2000, image_size: int = 64, epochs: int = 30, batch_size: int = 64,
+    *, n: int = 2000, image_size: int = 64, epochs: int = 30, batch_size: int | None = None,
     fusions: tuple[str, ...] | None = ("concat", "amf"), seeds: tuple[int, ...] = (2022,), repeats: int = 3,
     lr: float = 1e-3, tabular: str = "mlp", overhead_fusions: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
@@ -187,8 +194,9 @@ def bench_frozen_sweep(
     the same seed, so the same initial weights and batch order; their test logits are compared. C (the
     harness's overhead, a property of the training loop rather than of the head) runs for
     ``overhead_fusions`` (default: all swept fusions) at the first seed. Fusions are built with the cpu
-    budget's settings (e.g. the 64-d cross-attention). Test metrics are compared exactly; logits can
-    differ in the last float32 bits, since the encoders see different batch sizes in A and B.
+    budget's settings (e.g. the 64-d cross-attention) and trained with its frozen batch size unless
+    ``batch_size`` is given. Test metrics are compared exactly; logits can differ in the last float32
+    bits, since the encoders see different batch sizes in A and B.
     """
     from bench.api import FusionDims, FusionOutput
     from bench.metrics import evaluate
@@ -197,6 +205,7 @@ def bench_frozen_sweep(
     from bench.train import FitConfig, LossConfig, epoch_indices, fit, predict, task_loss
 
     suite_fusions, fusion_kwargs = default_suite_fusions()
+    batch_size = default_frozen_batch_size() if batch_size is None else int(batch_size)
     fusions = tuple(fusions) if fusions is not None else suite_fusions
     overhead_fusions = fusions if overhead_fusions is None else tuple(overhead_fusions)
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
@@ -564,16 +573,17 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 SIZES = {
     "full": {
         "ft_mamba": {"batch": 64, "d_token": 64, "repeats": 3},
-        # the suite's setting: 64 px resnet10t + the cpu budget's FT-Transformer over all 423 features
-        # every fusion of the default suite, 20 epochs (the cpu budget's max_epochs); C for two heads
-        "frozen_sweep": {"n": 600, "image_size": 64, "epochs": 20, "repeats": 3, "tabular": "ft_transformer",
+        # the suite's setting: 64 px resnet10t + the cpu budget's FT-Transformer over all 423 features,
+        # every fusion of the default suite, its frozen batch size (512) and max_epochs (20); 1,000
+        # samples, so that an epoch has more than one training batch; C for two heads
+        "frozen_sweep": {"n": 1000, "image_size": 64, "epochs": 20, "repeats": 3, "tabular": "ft_transformer",
                          "fusions": None, "seeds": (2022,), "overhead_fusions": ("concat", "amf")},
         "data_path": {"n": 8139, "image_size": 64, "n_batches": 20, "repeats": 5},
         "latency": {"batch_sizes": (1, 8, 32, 128), "runs": 30, "rounds": 3},
     },
     "quick": {
         "ft_mamba": {"batch": 16, "d_token": 32, "repeats": 2},
-        "frozen_sweep": {"n": 300, "image_size": 32, "epochs": 3, "repeats": 2},
+        "frozen_sweep": {"n": 300, "image_size": 32, "epochs": 3, "batch_size": 64, "repeats": 2},
         "data_path": {"n": 2000, "image_size": 64, "n_batches": 5, "repeats": 3},
         "latency": {"batch_sizes": (1, 8), "runs": 30, "rounds": 3},
     },
@@ -588,6 +598,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def run_all(quick: bool = False, sizes: dict[str, dict] | None = None) -> dict[str, Any]:
+    from bench.allocator import describe as describe_allocator
     from bench.profile import device_description
 
     sizes = sizes or SIZES["quick" if quick else "full"]
@@ -602,7 +613,8 @@ def run_all(quick: bool = False, sizes: dict[str, dict] | None = None) -> dict[s
         _log(f"{name} done in {results[name]['wall_s']:.1f} s")
     return {
         "machine": {"device": device_description("cpu"), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch_threads": torch.get_num_threads()},
+                    "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
+                    "allocator": describe_allocator()},
         "load_average_1_5_15_at_end": list(os.getloadavg()),
         "load_average_1_5_15_at_start": load_start,
         "torch": torch.__version__,
@@ -636,7 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     report = run_all(quick=args.quick)
     load = ", ".join(f"{x:.2f}" for x in report["load_average_1_5_15_at_start"])
     print(f"bench perf on {report['machine']['device']}, torch {report['torch']}, {report['date']}"
-          f"{' (quick)' if args.quick else ''}; load average at start {load} (other processes share the CPU)")
+          f"{' (quick)' if args.quick else ''}; load average at start {load} (other processes share the CPU); "
+          f"allocator: {report['machine']['allocator']}")
     print(format_table(report["table"]))
     print(f"total {report['wall_s']:.0f} s; figures saved to {args.out}")
     out = Path(args.out)
