@@ -446,17 +446,20 @@ def _plain_cross_attention(r, tokens: torch.Tensor) -> tuple[torch.Tensor, torch
     return r.out_proj((attn @ v).transpose(1, 2).reshape(b, n, r.d_model)), attn
 
 
+@pytest.mark.parametrize("n_in", [11, 3])  # more input tokens than queries (folded order), fewer (projected)
 @pytest.mark.parametrize("heads", [1, 2])
-def test_resampler_folded_projections_equal_plain_cross_attention(heads):
-    """The resampler folds W_k and the input LayerNorm's affine part into the queries and applies W_v
-    after pooling; values and every parameter's gradient equal the plain formula (float64)."""
+def test_resampler_folded_projections_equal_plain_cross_attention(heads, n_in):
+    """For long inputs the resampler folds W_k and the input LayerNorm's affine part into the queries
+    and applies W_v after pooling; values and every parameter's gradient equal the plain formula
+    (float64), as do those of the projected order it uses for inputs no longer than its queries."""
     torch.manual_seed(0)
     fusion = AMCFusion(dims=SMALL, n_classes=1, **{**AMCFusion.conformance_kwargs, "resampler_heads": heads})
     r = fusion.resamplers["tabular"].double()
     with torch.no_grad():  # a non-trivial input LayerNorm (it starts as the identity)
         r.norm_in.weight.copy_(torch.rand_like(r.norm_in.weight) + 0.5)
         r.norm_in.bias.copy_(torch.randn_like(r.norm_in.bias))
-    tokens = torch.randn(5, 11, SMALL.tabular_token, dtype=torch.float64)
+    assert r.n_tokens == 4
+    tokens = torch.randn(5, n_in, SMALL.tabular_token, dtype=torch.float64)
     grad = torch.randn(5, r.n_tokens, r.d_model, dtype=torch.float64)
     params = [p for p in r.parameters() if p.requires_grad]
     ours, attn = r.attention(tokens)

@@ -1,4 +1,4 @@
-"""``baselines.ops.short_softmax`` and ``bench.allocator``: speed-ups that must not change results."""
+"""``baselines.ops`` (short-row softmax, fast dropout) and ``bench.allocator``: speed-ups that keep results."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import sys
 
 import pytest
 import torch
+from torch import nn
 
-from baselines.ops import SHORT_ROW, short_softmax
+from baselines.ops import SHORT_ROW, Dropout, short_softmax, use_fast_dropout
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 2, 8, 8), (5, 1), (7, 4), (6, SHORT_ROW + 1)])
@@ -44,3 +45,31 @@ def test_allocator_setting_and_its_opt_out():
     assert _allocator({"BENCH_MALLOC": "system"}).stdout.split() == ["False", "False"]
     odd = _allocator({"BENCH_MALLOC": "jemalloc"})
     assert odd.stdout.split() == ["True", "True"] and "BENCH_MALLOC='jemalloc'" in odd.stderr
+
+
+def test_fast_dropout_is_inverted_dropout_with_the_same_gradient_mask():
+    torch.manual_seed(0)
+    drop = Dropout(0.25)
+    x = torch.randn(400, 500, requires_grad=True)
+    y = drop(x)
+    zeroed = y == 0
+    assert abs(zeroed.float().mean().item() - 0.25) < 0.01  # Bernoulli(0.75) keep mask
+    torch.testing.assert_close(y[~zeroed], x[~zeroed] / 0.75)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(g, (~zeroed).float() / 0.75)
+    torch.manual_seed(1)
+    a = drop(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, drop(x))  # deterministic for a seed
+    drop.eval()
+    assert drop(x) is x
+    assert Dropout(0.0).train()(x) is x
+
+
+def test_use_fast_dropout_swaps_every_plain_dropout_and_keeps_the_state_dict():
+    layer = nn.TransformerEncoderLayer(16, 2, 32, 0.1, batch_first=True)
+    keys = list(layer.state_dict())
+    use_fast_dropout(layer)
+    drops = [m for m in layer.modules() if isinstance(m, nn.Dropout)]
+    assert len(drops) == 3 and all(type(m) is Dropout and m.p == 0.1 for m in drops)
+    assert list(layer.state_dict()) == keys

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.checks import check_dropout
-from baselines.ops import short_softmax
+from baselines.ops import Dropout, short_softmax, use_fast_dropout
 from bench.api import Fusion, FusionDims, FusionOutput
 from bench.registry import register_fusion
 
@@ -158,7 +158,7 @@ class SparseMoE(nn.Module):
         # NOTE[DIFF]: the experts' form is not given; a GELU MLP d_model -> d_hidden -> d_model each.
         self.experts = nn.ModuleList(
             nn.Sequential(
-                nn.Linear(d_model, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_model)
+                nn.Linear(d_model, d_hidden), nn.GELU(), Dropout(dropout), nn.Linear(d_hidden, d_model)
             )
             for _ in range(n_experts)
         )
@@ -277,7 +277,7 @@ def token_contrastive_loss(a: Tensor, b: Tensor, temperature: float, group: int 
 
 def _mlp(d_model: int, d_hidden: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(d_model, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_model)
+        nn.Linear(d_model, d_hidden), nn.GELU(), Dropout(dropout), nn.Linear(d_hidden, d_model)
     )
 
 
@@ -292,7 +292,8 @@ class TokenResampler(nn.Module):
     ~424 tabular tokens. The key bias shifts every score of a row equally, so it is omitted. The input
     LayerNorm's scale and shift are folded the same way, so on frozen tokens backward never builds a
     ``[B, L, d_in]`` gradient. ``tests/test_fusion_amc.py`` checks values and every parameter's
-    gradient against the plain formula.
+    gradient against the plain formula. When the input has no more tokens than there are queries (the
+    image's 2x2 map), projecting the tokens is the cheaper order, and that is what runs.
     """
 
     def __init__(self, d_in: int, d_model: int, n_tokens: int, n_heads: int, d_hidden: int, dropout: float):
@@ -310,12 +311,14 @@ class TokenResampler(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
         self.norm_ffn = nn.LayerNorm(d_model)
         self.ffn = _mlp(d_model, d_hidden, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def attention(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-attention output ``[B, N, d_model]`` and weights ``[B, heads, N, L]``."""
-        b, _, d_in = tokens.shape
+        b, n_in, d_in = tokens.shape
         h, n, dh = self.n_heads, self.n_tokens, self.d_model // self.n_heads
+        if n_in <= n:  # few input tokens (a 2x2 image map): projecting them is the cheaper order
+            return self._attention_projected(tokens)
         # kv = xhat * w + c (the input LayerNorm): scores (qk * w) . xhat, since qk . c is the same for
         # every key of a row, and attn @ kv = (attn @ xhat) * w + c, since a row of attn sums to 1.
         xhat = F.layer_norm(tokens, (d_in,), eps=self.norm_in.eps)  # [B, L, d_in]
@@ -327,6 +330,17 @@ class TokenResampler(nn.Module):
         out = torch.einsum("bhnc,hec->bnhe", pooled, self.v_proj.weight.view(h, dh, d_in))
         out = self.out_proj(out.reshape(b, n, self.d_model) + self.v_proj.bias)
         return out, attn.view(b, h, n, -1)
+
+    def _attention_projected(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """The same function with every input token projected to a key and a value (no folding)."""
+        kv = self.norm_in(tokens)
+        b, n_in, _ = kv.shape
+        h, n, dh = self.n_heads, self.n_tokens, self.d_model // self.n_heads
+        q = self.q_proj(self.norm_q(self.queries)).view(n, h, dh).transpose(0, 1) / math.sqrt(dh)  # [h, N, dh]
+        k = self.k_proj(kv).view(b, n_in, h, dh).permute(0, 2, 3, 1)  # [B, h, dh, L]
+        v = self.v_proj(kv).view(b, n_in, h, dh).transpose(1, 2)  # [B, h, L, dh]
+        attn = short_softmax(q @ k)  # [B, h, N, L]
+        return self.out_proj((attn @ v).transpose(1, 2).reshape(b, n, self.d_model)), attn
 
     def forward(self, tokens: Tensor) -> Tensor:
         q = self.queries + self.drop(self.attention(tokens)[0])
@@ -342,7 +356,7 @@ class AMCBlock(nn.Module):
         self.attn = DifferentialAttention(d_model, n_heads, lambda_init)
         self.norm_moe = nn.LayerNorm(d_model)
         self.moe = SparseMoE(d_model, n_experts, top_k, d_hidden, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``x [B', N, d] -> (x, head-averaged attention map [B', N, N], balancing loss)``."""
@@ -506,6 +520,7 @@ class AMCFusion(Fusion):
                 for m in MODALITIES
             }
         )
+        use_fast_dropout(self.specific)  # the torch layers' residual and FFN dropouts
         self.blocks = nn.ModuleList(
             AMCBlock(d_model, n_heads, n_experts, top_k, d_hidden, dropout, lambda_init)
             for _ in range(n_blocks)

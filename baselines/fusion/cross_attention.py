@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from baselines.checks import WEIGHT_DECAY_SEARCH
+from baselines.ops import Dropout
 from bench.api import Fusion, FusionDims, FusionOutput
 from bench.registry import register_fusion
 
@@ -51,9 +52,9 @@ class _CrossAttentionLayer(nn.Module):
         self.cross_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
         self.norm_ffn = nn.LayerNorm(d_model)
         self.ffn = nn.Sequential(
-            nn.Linear(d_model, d_ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ffn, d_model)
+            nn.Linear(d_model, d_ffn), nn.GELU(), Dropout(dropout), nn.Linear(d_ffn, d_model)
         )
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, query: Tensor, memory: Tensor) -> Tensor:
         x = self.norm_self(query)
@@ -117,7 +118,7 @@ class CrossAttentionFusion(Fusion):
         self.image_pos = nn.Parameter(torch.zeros(1, dims.image_tokens, d_model))
         self.query_pos = nn.Parameter(torch.zeros(1, 1 + n_tab, d_model))
         self.modality = nn.Parameter(torch.zeros(2, d_model))  # 0: image, 1: tabular (CLS included)
-        self.embed_drop = nn.Dropout(dropout)
+        self.embed_drop = Dropout(dropout)
         d_ffn = int(round(ffn_ratio * d_model))
         self.layers = nn.ModuleList(
             _CrossAttentionLayer(d_model, n_heads, d_ffn, dropout) for _ in range(n_layers)

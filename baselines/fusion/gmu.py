@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from baselines.checks import WEIGHT_DECAY_SEARCH, check_dropout
+from baselines.ops import Dropout
 from bench.api import Fusion, FusionDims, FusionOutput, zero_missing
 from bench.registry import register_fusion
 
@@ -49,7 +50,7 @@ class GMUFusion(Fusion):
         self.image_proj = nn.Linear(dims.image_pooled, d_hidden)
         self.tabular_proj = nn.Linear(dims.tabular_pooled, d_hidden)
         self.gate = nn.Linear(dims.image_pooled + dims.tabular_pooled, d_hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.head = nn.Linear(d_hidden, n_classes)
 
     def gate_values(

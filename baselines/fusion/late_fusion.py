@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from baselines.checks import WEIGHT_DECAY_SEARCH, check_dropout
+from baselines.ops import Dropout
 from bench.api import Fusion, FusionDims, FusionOutput, zero_missing
 from bench.registry import register_fusion
 
@@ -41,7 +42,7 @@ def _head(d_in: int, n_classes: int, hidden: int, dropout: float) -> nn.Module:
     if hidden == 0:
         return nn.Linear(d_in, n_classes)
     return nn.Sequential(
-        nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
+        nn.Linear(d_in, hidden), nn.ReLU(), Dropout(dropout), nn.Linear(hidden, n_classes)
     )
 
 

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from baselines.checks import check_dropout
+from baselines.ops import Dropout
 from bench.api import Fusion, FusionDims, FusionOutput, zero_missing
 from bench.registry import register_fusion
 
@@ -81,9 +82,9 @@ class _EncoderLayer(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.norm_ffn = nn.LayerNorm(d_model)
         self.ffn = nn.Sequential(
-            nn.Linear(d_model, d_ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ffn, d_model)
+            nn.Linear(d_model, d_ffn), nn.GELU(), Dropout(dropout), nn.Linear(d_ffn, d_model)
         )
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, attend: Tensor | None, n_queries: int | None = None) -> Tensor:
         """``x [B, L, d]``; ``attend [B, L]`` bool, True = the token may be attended to."""
@@ -161,7 +162,7 @@ class MaskedAttentionFusion(Fusion):
         # NOTE[DIFF]: the per-channel modality gain is this module's reading of "weighted through learnable
         # modality tokens"; the review gives no formula (see the module docstring).
         self.modality_gain = nn.Parameter(torch.ones(2, d_model))
-        self.embed_drop = nn.Dropout(dropout)
+        self.embed_drop = Dropout(dropout)
         self.layers = nn.ModuleList(_EncoderLayer(d_model, n_heads, d_ffn, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)
