@@ -14,6 +14,7 @@ from baselines.tabular.ft_mamba import FTMamba
 from baselines.tabular.mamba_cpu import (
     MambaCPU,
     auto_chunk_size,
+    causal_depthwise_conv,
     make_mamba,
     selective_scan_chunked,
     selective_scan_sequential,
@@ -302,6 +303,21 @@ def test_mambapy_loads_our_state_dict():
     ref.load_state_dict(ours.state_dict(), strict=True)
     x = torch.randn(2, 20, 24)
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3, 4])
+@pytest.mark.parametrize("bias", [True, False])
+def test_causal_depthwise_conv_equals_conv1d(k, bias):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, k, groups=6, padding=k - 1, bias=bias).double()
+    x = torch.randn(2, 9, 6, dtype=torch.float64, requires_grad=True)
+    ref = conv(x.transpose(1, 2))[..., :9].transpose(1, 2)
+    ours = causal_depthwise_conv(x, conv.weight, conv.bias)
+    torch.testing.assert_close(ours, ref)
+    g = torch.randn_like(ref)
+    params = [x, conv.weight] + ([conv.bias] if bias else [])
+    for a, b in zip(torch.autograd.grad(ours, params, g), torch.autograd.grad(ref, params, g), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_mamba_is_causal():

@@ -47,6 +47,7 @@ from torch.autograd.function import once_differentiable
 __all__ = [
     "MambaCPU",
     "auto_chunk_size",
+    "causal_depthwise_conv",
     "make_mamba",
     "mamba_ssm_available",
     "selective_scan_chunked",
@@ -232,6 +233,23 @@ SCANS = {"chunked": selective_scan_chunked, "sequential": selective_scan_sequent
 # --------------------------------------------------------------------------------------------
 
 
+def causal_depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv1d(x.transpose(1, 2), weight, bias, padding=K - 1, groups=D)[..., :L].transpose(1, 2)``.
+
+    ``x`` ``[B, L, D]``, ``weight`` ``[D, 1, K]`` (the ``nn.Conv1d`` parameter). Written as ``K``
+    shifted multiply-adds in the ``[B, L, D]`` layout: with ``K = 4`` it takes half the time of
+    oneDNN's depthwise convolution on CPU (forward + backward, no transposes), same values to float32
+    rounding.
+    """
+    length, k = x.shape[1], weight.shape[-1]
+    w = weight[:, 0, :]  # [D, K]; tap K - 1 reads x_t, tap j reads x_{t - (K - 1 - j)}
+    padded = F.pad(x, (0, 0, k - 1, 0))  # K - 1 zeros before the first step
+    y = x * w[:, k - 1] if bias is None else torch.addcmul(bias, x, w[:, k - 1])
+    for j in range(k - 1):
+        y = torch.addcmul(y, padded[:, j : j + length], w[:, j])
+    return y
+
+
 class MambaCPU(nn.Module):
     """Pure-PyTorch twin of ``mamba_ssm.Mamba``: same state_dict keys, shapes and initialisation.
 
@@ -327,10 +345,8 @@ class MambaCPU(nn.Module):
             raise ValueError(
                 f"expected input [batch, length, {self.d_model}], however: {tuple(hidden_states.shape)}"
             )
-        length = hidden_states.shape[1]
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # [B, L, d_inner] each
-        x = self.conv1d(x.transpose(1, 2))[..., :length].transpose(1, 2)  # causal depthwise conv
-        x = F.silu(x)
+        x = F.silu(causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias))
         dt, b, c = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(dt))  # [B, L, d_inner], > 0
         A = -torch.exp(self.A_log.float())  # [d_inner, d_state], < 0
