@@ -3,8 +3,9 @@
 ``Dropout``: ``nn.Dropout`` draws its mask with ``bernoulli_``, about 4.6 ns per element on the 2-core
 reference machine (2.5 ms for a ``[1024, 8, 64]`` activation, 40% of AMC's training step at batch
 512); a uniform draw compared with ``p`` is the same Bernoulli(1 - p) mask for half the cost.
-``use_fast_dropout(module)`` swaps it in for every ``nn.Dropout`` of a module (built-in fusions do so
-at construction). On other devices it is ``nn.Dropout``. The masks differ from ``nn.Dropout``'s for
+Built-in fusions build it instead of ``nn.Dropout``; ``use_fast_dropout(module)`` swaps it in for
+the ``nn.Dropout`` modules inside PyTorch's own layers (AMC's ``nn.TransformerEncoderLayer``). On
+other devices it is ``nn.Dropout``. The masks differ from ``nn.Dropout``'s for
 the same seed (another draw), so runs are deterministic but not bit-equal to a model built with
 ``nn.Dropout``.
 

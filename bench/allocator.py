@@ -19,7 +19,6 @@ Set ``BENCH_MALLOC=system`` to leave glibc's defaults. Elsewhere (macOS, musl) i
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -44,9 +43,8 @@ def keep_freed_memory() -> bool:
         print(f"bench: warning: {ENV}={choice!r} is not 'keep' or 'system'; using 'keep'", file=sys.stderr)
         choice = "keep"
     if choice == "keep" and sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            mallopt = libc.mallopt
+        try:  # the symbols already loaded into the process: no library search at start-up
+            mallopt = ctypes.CDLL(None).mallopt
         except (OSError, AttributeError):  # not glibc
             mallopt = None
         if mallopt is not None:

@@ -166,19 +166,20 @@ def _encoders(image_size: int, n_num: int, tabular: str = "mlp", tokens: bool = 
     return img, tab
 
 
-def default_suite_fusions() -> tuple[tuple[str, ...], dict[str, dict]]:
-    """The fusions of the default suite (``ol3i-incomplete``), in its order, and their cpu-budget settings."""
+def default_suite_settings() -> tuple[tuple[str, ...], dict[str, dict], int]:
+    """The default suite's (``ol3i-incomplete``, cpu budget) fusions in its order, their settings, and
+    the batch size it fine-tunes frozen-encoder heads with."""
     from bench.suite import load_suite
 
     suite = load_suite("ol3i-incomplete", budget="cpu")
-    return tuple(suite.fusions), dict(suite.budget.get("fusions", {}))
+    frozen_batch = int(suite.budget["finetune"]["frozen"]["batch_size"])
+    return tuple(suite.fusions), dict(suite.budget.get("fusions", {})), frozen_batch
 
 
-def default_frozen_batch_size() -> int:
-    """The batch size the default suite fine-tunes frozen-encoder heads with (cpu budget)."""
-    from bench.suite import load_suite
-
-    return int(load_suite("ol3i-incomplete", budget="cpu").budget["finetune"]["frozen"]["batch_size"])
+def _sweep_totals(fusion_figures: dict[str, dict], encode_once_s: float) -> tuple[float, float]:
+    """(re-encoding fits, one encoding + cached fits) summed over a sweep's fusions, in seconds."""
+    b = sum(f["B_reencode_fit_s"] for f in fusion_figures.values())
+    return b, encode_once_s + sum(f["A_cached_fit_s"] for f in fusion_figures.values())
 
 
 def bench_frozen_sweep(
@@ -204,8 +205,8 @@ def bench_frozen_sweep(
     from bench.registry import get
     from bench.train import FitConfig, LossConfig, epoch_indices, fit, predict, task_loss
 
-    suite_fusions, fusion_kwargs = default_suite_fusions()
-    batch_size = default_frozen_batch_size() if batch_size is None else int(batch_size)
+    suite_fusions, fusion_kwargs, suite_batch_size = default_suite_settings()
+    batch_size = suite_batch_size if batch_size is None else int(batch_size)
     fusions = tuple(fusions) if fusions is not None else suite_fusions
     overhead_fusions = fusions if overhead_fusions is None else tuple(overhead_fusions)
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
@@ -332,8 +333,7 @@ def bench_frozen_sweep(
                 "overhead_pct_vs_bare_no_val": 100.0 * (c["fit"] / c["bare_no_val"] - 1.0),
             })
         out["fusions"][name] = fig
-    b_all = sum(f["B_reencode_fit_s"] for f in out["fusions"].values())
-    a_all = encode_s + sum(f["A_cached_fit_s"] for f in out["fusions"].values())
+    b_all, a_all = _sweep_totals(out["fusions"], encode_s)
     out["sweep"] = {"B_reencode_s": b_all, "A_encode_once_plus_cached_s": a_all, "speedup": b_all / a_all,
                     "identical_test_metric": all(f["test_auc_abs_diff"] == 0 for f in out["fusions"].values()),
                     "test_logits_max_abs_diff": max(f["test_logits_max_abs_diff"] for f in out["fusions"].values())}
@@ -517,8 +517,7 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                          sw["speedup"] >= 20))
         pooled = {k: f for k, f in fs["fusions"].items() if not f.get("reads_tabular_tokens")}
         if 0 < len(pooled) < len(fs["fusions"]):  # the same measurements, without the per-feature-token heads
-            b_p = sum(f["B_reencode_fit_s"] for f in pooled.values())
-            a_p = fs["encode_once_s"] + sum(f["A_cached_fit_s"] for f in pooled.values())
+            b_p, a_p = _sweep_totals(pooled, fs["encode_once_s"])
             rows.append(_row(f"  same sweep without the heads that read every tabular token "
                              f"({', '.join(k for k in fs['fusions'] if k not in pooled)})", b_p, a_p, b_p / a_p,
                              ">= 20x", b_p / a_p >= 20))
