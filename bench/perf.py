@@ -138,6 +138,89 @@ def bench_ft_mamba(
     return out
 
 
+def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def bench_ft_mamba_cuda(
+    *, n_features: int = N_FEATURES, batch: int = 64, d_token: int = 64, n_blocks: int = 2, d_state: int = 16,
+    steps: int = 20, repeats: int = 5, seed: int = 0,
+) -> dict[str, Any]:
+    """On a CUDA machine: FT-Mamba on ``mamba_ssm``'s kernels against the CPU twin (same weights).
+
+    Parity: the twin on the CPU in float32 (as the CPU machine runs it) vs the kernels on the GPU,
+    tokens and every parameter's gradient (TF32 off). Speed: forward+backward samples/s on the GPU of
+    the kernels, the twin moved to the GPU, and FT-Transformer of the same size.
+    """
+    from baselines.tabular.mamba_cpu import mamba_ssm_available
+    from bench.profile import device_description
+    from bench.registry import get
+
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device"}
+    ft_mamba, ft_transformer = get("tabular_encoder", "ft_mamba"), get("tabular_encoder", "ft_transformer")
+    kw = {"n_num": n_features, "cat_cardinalities": [], "d_token": d_token, "n_blocks": n_blocks}
+    torch.manual_seed(seed)
+    twin = ft_mamba(**kw, d_state=d_state, backend="cpu")
+    out: dict[str, Any] = {
+        "config": {"n_features": n_features, "batch": batch, "d_token": d_token, "n_blocks": n_blocks,
+                   "d_state": d_state, "steps": steps, "repeats": repeats},
+        "device": device_description("cuda"),
+        "mamba_ssm": None,
+    }
+    models: dict[str, nn.Module] = {}
+    x = torch.randn(batch, n_features)
+    if mamba_ssm_available():
+        import mamba_ssm
+
+        out["mamba_ssm"] = getattr(mamba_ssm, "__version__", "unknown")
+        kernels = ft_mamba(**kw, d_state=d_state, backend="cuda").cuda()
+        twin.load_state_dict({k: v.cpu() for k, v in kernels.state_dict().items()}, strict=True)
+        old_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            kernels.zero_grad(set_to_none=True)
+            twin.zero_grad(set_to_none=True)
+            tok_k = kernels(x.cuda()).tokens
+            tok_k.square().mean().backward()
+            tok_t = twin(x).tokens
+            tok_t.square().mean().backward()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old_tf32
+        grads_k = dict(kernels.named_parameters())
+        out["max_rel_diff_twin_cpu_vs_kernels_tokens"] = _rel_diff(tok_t, tok_k)
+        out["max_rel_diff_twin_cpu_vs_kernels_grads"] = max(
+            _rel_diff(p.grad, grads_k[n].grad) for n, p in twin.named_parameters())
+        models["mamba_ssm_kernels"] = kernels
+    models["twin_on_gpu"] = copy.deepcopy(twin).cuda()
+    for heads in (8, 1):
+        if d_token % heads == 0:
+            models[f"ft_transformer_h{heads}"] = ft_transformer(**kw, n_heads=heads).cuda()
+    xg = x.cuda()
+
+    def step(model: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(steps):
+                model.zero_grad(set_to_none=True)
+                model(xg).pooled.square().mean().backward()
+            torch.cuda.synchronize()
+        return run
+
+    for m in models.values():
+        m.train()
+    secs = _interleaved({k: step(m) for k, m in models.items()}, repeats, warmup=2)
+    sps = {k: batch * steps / v for k, v in secs.items()}
+    out["samples_per_s"] = sps
+    if "mamba_ssm_kernels" in sps:
+        out["ratio_kernels_over_twin_on_gpu"] = sps["mamba_ssm_kernels"] / sps["twin_on_gpu"]
+        for heads in (8, 1):
+            if f"ft_transformer_h{heads}" in sps:
+                out[f"ratio_kernels_over_ft_transformer_h{heads}"] = (
+                    sps["mamba_ssm_kernels"] / sps[f"ft_transformer_h{heads}"])
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # 2. frozen sweep: cached features vs re-encoding
 
@@ -404,12 +487,18 @@ def bench_data_path(
 def bench_latency(
     *, batch_sizes: tuple[int, ...] = (1, 8, 32, 128), image_dim: int = 2048, image_tokens: int = 256,
     tab_dim: int = 64, d_model: int = 512, n_layers: int = 2, runs: int = 60, rounds: int = 3, seed: int = 0,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """AMF vs cross-attention fusion at the AMF-MedIT setting: p50/p90 latency, params, GMac."""
+    """AMF vs cross-attention fusion at the AMF-MedIT setting: p50/p90 latency, params, GMac.
+
+    ``device="cuda"`` times on the GPU (CUDA events) and is skipped where there is none.
+    """
     from bench.api import FusionDims
     from bench.profile import count_gmac, count_parameters, device_description, measure_module_latency
     from bench.registry import get
 
+    if device != "cpu" and not torch.cuda.is_available():
+        return {"skipped": "no CUDA device"}
     torch.manual_seed(seed)
     dims = FusionDims(image_pooled=image_dim, image_token=image_dim, tabular_pooled=tab_dim, tabular_token=tab_dim,
                       image_tokens=image_tokens, tabular_tokens=1)
@@ -419,14 +508,14 @@ def bench_latency(
                                                             n_layers=n_layers).eval(),
     }
 
-    def inputs(b: int) -> tuple:
-        return (torch.randn(b, image_tokens, image_dim), torch.randn(b, image_dim), torch.randn(b, 1, tab_dim),
-                torch.randn(b, tab_dim))
+    def inputs(b: int, on: str = "cpu") -> tuple:
+        return tuple(t.to(on) for t in (torch.randn(b, image_tokens, image_dim), torch.randn(b, image_dim),
+                                        torch.randn(b, 1, tab_dim), torch.randn(b, tab_dim)))
 
     out: dict[str, Any] = {
         "config": {"image_dim": image_dim, "image_tokens": image_tokens, "tab_dim": tab_dim, "d_model": d_model,
                    "n_layers": n_layers, "rounds": rounds},
-        "device": device_description("cpu"),
+        "device": device_description(device),
         "params": {k: count_parameters(m) for k, m in modules.items()},
         "gmac_batch1": {}, "uncounted_ops_batch1": {}, "latency": {},
     }
@@ -434,8 +523,9 @@ def bench_latency(
         g = count_gmac(m, inputs(1))
         out["gmac_batch1"][k] = g.gmac
         out["uncounted_ops_batch1"][k] = g.uncounted_ops
+        m.to(device)
     for b in batch_sizes:
-        x = inputs(b)
+        x = inputs(b, device)
         n_runs = max(5, runs // max(1, b // 8))  # fewer runs at large batches (each call is longer)
         per_round = max(3, n_runs // rounds)
         res: dict[str, dict[str, list[float]]] = {k: {"p50": [], "p90": []} for k in modules}
@@ -544,21 +634,47 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
         r = dp["ratio_load_over_consume"]
         rows.append(_row("mmap batch loading, samples/s (vs train step samples/s)", dp["load_samples_per_s"],
                          dp["train_step_samples_per_s"], r, ">= 3", r >= 3))
-    lt = res.get("latency")
+    fc = res.get("ft_mamba_cuda")
+    if fc and "skipped" not in fc:
+        s = fc["samples_per_s"]
+        if fc["mamba_ssm"]:
+            for what in ("tokens", "grads"):
+                d = fc[f"max_rel_diff_twin_cpu_vs_kernels_{what}"]
+                rows.append(_row(f"GPU: FT-Mamba twin (CPU, fp32) vs mamba-ssm kernels, {what} max rel diff", d,
+                                 None, None, "<= 1e-4" if what == "tokens" else "<= 1e-3",
+                                 d <= (1e-4 if what == "tokens" else 1e-3)))
+            rows.append(_row("GPU: FT-Mamba mamba-ssm kernels, samples/s (vs twin on the GPU)",
+                             s["mamba_ssm_kernels"], s["twin_on_gpu"], fc["ratio_kernels_over_twin_on_gpu"]))
+            for h in (8, 1):
+                if f"ft_transformer_h{h}" in s:
+                    rows.append(_row(f"GPU: FT-Mamba mamba-ssm kernels, samples/s (vs FT-Transformer {h} head(s))",
+                                     s["mamba_ssm_kernels"], s[f"ft_transformer_h{h}"],
+                                     fc[f"ratio_kernels_over_ft_transformer_h{h}"]))
+        else:
+            rows.append(_row("GPU: FT-Mamba twin on the GPU, samples/s (mamba-ssm not installed)", s["twin_on_gpu"]))
+    for key, where in (("latency", ""), ("latency_cuda", "GPU: ")):
+        lt = res.get(key)
+        if lt and "skipped" not in lt:
+            _latency_rows(rows, lt, where)
+    return rows
+
+
+def _latency_rows(rows: list[dict[str, Any]], lt: dict[str, Any], where: str) -> None:
     if lt:
         for b, per in lt["latency"].items():
-            rows.append(_row(f"cross-attn p50 ms at batch {b} (vs AMF p50 ms)", per["cross_attention"]["p50_ms"],
-                             per["amf"]["p50_ms"], lt["ratio_cross_over_amf_p50"][b],
+            rows.append(_row(f"{where}cross-attn p50 ms at batch {b} (vs AMF p50 ms)",
+                             per["cross_attention"]["p50_ms"], per["amf"]["p50_ms"], lt["ratio_cross_over_amf_p50"][b],
                              "paper ~12.8x at b=1" if b == "1" else "-"))
-            rows.append(_row(f"cross-attn p90 ms at batch {b} (vs AMF p90 ms)", per["cross_attention"]["p90_ms"],
+            rows.append(_row(f"{where}cross-attn p90 ms at batch {b} (vs AMF p90 ms)", per["cross_attention"]["p90_ms"],
                              per["amf"]["p90_ms"], per["cross_attention"]["p90_ms"] / per["amf"]["p90_ms"]))
+        if where:  # parameters and GMac do not depend on the device: given once
+            return
         pc, pa = lt["params"]["cross_attention"] / 1e6, lt["params"]["amf"] / 1e6
         rows.append(_row("cross-attn params M (vs AMF params M)", pc, pa, pc / pa,
                          f"paper {PAPER['cross_params_m']} vs {PAPER['amf_params_m']}"))
         gc, ga = lt["gmac_batch1"]["cross_attention"], lt["gmac_batch1"]["amf"]
         rows.append(_row("cross-attn GMac b=1 (vs AMF GMac)", gc, ga, gc / ga if ga else None,
                          f"paper {PAPER['cross_gmac']} vs {PAPER['amf_gmac']}"))
-    return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -579,12 +695,16 @@ SIZES = {
                          "fusions": None, "seeds": (2022,), "overhead_fusions": ("concat", "amf")},
         "data_path": {"n": 8139, "image_size": 64, "n_batches": 20, "repeats": 5},
         "latency": {"batch_sizes": (1, 8, 32, 128), "runs": 30, "rounds": 3},
+        "ft_mamba_cuda": {"batch": 64, "d_token": 64, "steps": 20, "repeats": 5},
+        "latency_cuda": {"batch_sizes": (1, 8, 32, 128), "runs": 60, "rounds": 3, "device": "cuda"},
     },
     "quick": {
         "ft_mamba": {"batch": 16, "d_token": 32, "repeats": 2},
         "frozen_sweep": {"n": 300, "image_size": 32, "epochs": 3, "batch_size": 64, "repeats": 2},
         "data_path": {"n": 2000, "image_size": 64, "n_batches": 5, "repeats": 3},
         "latency": {"batch_sizes": (1, 8), "runs": 30, "rounds": 3},
+        "ft_mamba_cuda": {"batch": 16, "d_token": 32, "steps": 5, "repeats": 2},
+        "latency_cuda": {"batch_sizes": (1, 8), "runs": 30, "rounds": 3, "device": "cuda"},
     },
 }
 
@@ -593,10 +713,14 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "frozen_sweep": bench_frozen_sweep,
     "data_path": bench_data_path,
     "latency": bench_latency,
+    # on a CUDA machine only (each returns {"skipped": ...} elsewhere)
+    "ft_mamba_cuda": bench_ft_mamba_cuda,
+    "latency_cuda": bench_latency,
 }
 
 
-def run_all(quick: bool = False, sizes: dict[str, dict] | None = None) -> dict[str, Any]:
+def run_all(quick: bool = False, sizes: dict[str, dict] | None = None,
+            only: list[str] | None = None) -> dict[str, Any]:
     from bench.allocator import describe as describe_allocator
     from bench.profile import device_description
 
@@ -605,13 +729,17 @@ def run_all(quick: bool = False, sizes: dict[str, dict] | None = None) -> dict[s
     load_start = list(os.getloadavg())
     results: dict[str, Any] = {}
     for name, fn in BENCHMARKS.items():
+        if only and name not in only:
+            continue
         _log(f"{name} ...")
         t0 = time.perf_counter()
         results[name] = fn(**sizes[name])
         results[name]["wall_s"] = time.perf_counter() - t0
         _log(f"{name} done in {results[name]['wall_s']:.1f} s")
     return {
-        "machine": {"device": device_description("cpu"), "platform": platform.platform(),
+        "machine": {"device": device_description("cpu"),
+                    "gpu": device_description("cuda") if torch.cuda.is_available() else None,
+                    "platform": platform.platform(),
                     "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
                     "allocator": describe_allocator()},
         "load_average_1_5_15_at_end": list(os.getloadavg()),
@@ -643,10 +771,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench perf", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="perf.json", help="where to save the figures as JSON (default perf.json)")
     parser.add_argument("--quick", action="store_true", help="small sizes: about a minute instead of ~10")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME",
+                        help=f"run these benchmarks only (of: {', '.join(BENCHMARKS)})")
     args = parser.parse_args(argv)
-    report = run_all(quick=args.quick)
+    report = run_all(quick=args.quick, only=args.only)
     load = ", ".join(f"{x:.2f}" for x in report["load_average_1_5_15_at_start"])
-    print(f"bench perf on {report['machine']['device']}, torch {report['torch']}, {report['date']}"
+    gpu = f" and {report['machine']['gpu']}" if report["machine"]["gpu"] else ""
+    print(f"bench perf on {report['machine']['device']}{gpu}, torch {report['torch']}, {report['date']}"
           f"{' (quick)' if args.quick else ''}; load average at start {load} (other processes share the CPU); "
           f"allocator: {report['machine']['allocator']}")
     print(format_table(report["table"]))

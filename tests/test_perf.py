@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from bench import perf
 
@@ -22,6 +23,10 @@ TINY = {
     "data_path": {"n": 200, "image_size": 32, "batch": 16, "n_batches": 2, "repeats": 1},
     "latency": {"batch_sizes": (1, 2), "image_dim": 32, "image_tokens": 4, "tab_dim": 8, "d_model": 16,
                 "n_layers": 1, "runs": 3, "rounds": 1},
+    "ft_mamba_cuda": {"n_features": 12, "batch": 4, "d_token": 8, "n_blocks": 1, "d_state": 4, "steps": 1,
+                      "repeats": 1},
+    "latency_cuda": {"batch_sizes": (1, 2), "image_dim": 32, "image_tokens": 4, "tab_dim": 8, "d_model": 16,
+                     "n_layers": 1, "runs": 3, "rounds": 1, "device": "cuda"},
 }
 
 
@@ -91,7 +96,11 @@ def test_main_quick_writes_json(tmp_path, monkeypatch, capsys):
     assert perf.main(["--quick", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["quick"] is True
-    assert set(report["results"]) == {"ft_mamba", "frozen_sweep", "data_path", "latency"}
+    assert set(report["results"]) == set(perf.BENCHMARKS)
+    if not torch.cuda.is_available():  # the GPU sections say why they did not run, and add no rows
+        assert report["results"]["ft_mamba_cuda"]["skipped"] == "no CUDA device"
+        assert report["results"]["latency_cuda"]["skipped"] == "no CUDA device"
+        assert not any(row["figure"].startswith("GPU: ") for row in report["table"])
     for key in ("machine", "torch", "date", "table"):
         assert report[key]
     for row in report["table"]:
@@ -100,6 +109,39 @@ def test_main_quick_writes_json(tmp_path, monkeypatch, capsys):
         assert row["value"] is not None
     printed = capsys.readouterr().out
     assert "figure" in printed and "met" in printed
+
+
+def test_only_runs_the_named_benchmarks(tmp_path, monkeypatch):
+    monkeypatch.setitem(perf.SIZES, "quick", TINY)
+    out = tmp_path / "perf.json"
+    assert perf.main(["--quick", "--only", "data_path", "--out", str(out)]) == 0
+    assert set(json.loads(out.read_text())["results"]) == {"data_path"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_figures():
+    r = perf.bench_ft_mamba_cuda(**TINY["ft_mamba_cuda"])
+    for k, v in r["samples_per_s"].items():
+        _positive(v, k)
+    if r["mamba_ssm"]:
+        assert r["max_rel_diff_twin_cpu_vs_kernels_tokens"] < 1e-4
+    lt = perf.bench_latency(**TINY["latency_cuda"])
+    assert lt["device"].startswith("cuda")
+
+
+def test_gpu_rows():
+    # the table's GPU rows, from a result of the shape bench_ft_mamba_cuda returns on a CUDA machine
+    fc = {"mamba_ssm": "2.3.2", "samples_per_s": {"mamba_ssm_kernels": 9000.0, "twin_on_gpu": 3000.0,
+                                                  "ft_transformer_h8": 4500.0, "ft_transformer_h1": 6000.0},
+          "max_rel_diff_twin_cpu_vs_kernels_tokens": 2e-6, "max_rel_diff_twin_cpu_vs_kernels_grads": 3e-3,
+          "ratio_kernels_over_twin_on_gpu": 3.0, "ratio_kernels_over_ft_transformer_h8": 2.0,
+          "ratio_kernels_over_ft_transformer_h1": 1.5}
+    rows = {r["figure"]: r for r in perf.build_rows({"ft_mamba_cuda": fc})}
+    assert rows["GPU: FT-Mamba twin (CPU, fp32) vs mamba-ssm kernels, tokens max rel diff"]["met"] == "yes"
+    assert rows["GPU: FT-Mamba twin (CPU, fp32) vs mamba-ssm kernels, grads max rel diff"]["met"] == "no"
+    assert rows["GPU: FT-Mamba mamba-ssm kernels, samples/s (vs FT-Transformer 1 head(s))"]["ratio"] == 1.5
+    without = perf.build_rows({"ft_mamba_cuda": {**fc, "mamba_ssm": None, "samples_per_s": {"twin_on_gpu": 3.0}}})
+    assert [r["figure"] for r in without] == ["GPU: FT-Mamba twin on the GPU, samples/s (mamba-ssm not installed)"]
 
 
 def test_cli_args():
