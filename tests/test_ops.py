@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.ops import SHORT_ROW, Dropout, short_softmax, use_fast_dropout
+from baselines.ops import SHORT_ROW, Dropout, short_softmax, softplus, use_fast_dropout
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 2, 8, 8), (5, 1), (7, 4), (6, SHORT_ROW + 1)])
@@ -31,6 +31,22 @@ def test_short_softmax_gradcheck_and_large_inputs():
     assert torch.autograd.gradcheck(short_softmax, (x,))
     big = torch.tensor([[1000.0, 999.0, -1000.0]])  # exp would overflow without the max shift
     torch.testing.assert_close(short_softmax(big), torch.softmax(big, dim=-1))
+
+
+def test_softplus_matches_torch_values_and_gradients():
+    # the whole float32 range that matters: log1p's small-argument regime (x << 0), where 1 + e rounds
+    # to 1 (x < -16.6), both sides of 0, and torch's threshold (x > 20 returns x)
+    x = torch.cat([torch.linspace(-120, 120, 20001), torch.tensor([-16.7, -16.5, 0.0, 19.99, 20.0, 20.01])])
+    x = torch.cat([x, torch.randn(10000) * 3 - 4]).requires_grad_()
+    grad = torch.randn_like(x)
+    ours, ref = softplus(x), torch.nn.functional.softplus(x)
+    # relative to each value (softplus(x) > 0 spans ~1e-52 .. 120): a few float32 ulp
+    assert ((ours - ref).abs() / ref.abs().clamp_min(1e-38)).max() < 4e-7
+    assert torch.equal(ours[x > 20], x[x > 20])
+    (d_ours,), (d_ref,) = torch.autograd.grad(ours, x, grad), torch.autograd.grad(ref, x, grad)
+    assert torch.equal(d_ours, d_ref)  # torch's own softplus_backward
+    x64 = torch.randn(50, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(softplus(x64), torch.nn.functional.softplus(x64))  # other dtypes: torch's op
 
 
 def _allocator(env: dict[str, str]) -> subprocess.CompletedProcess:

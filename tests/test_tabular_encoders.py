@@ -191,11 +191,47 @@ def test_chunked_scan_matches_sequential(length, chunk_size):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item(), msg=name)
 
 
+@pytest.mark.parametrize("chunk_size", [1, 4, None])
+def test_chunked_scan_with_softplus_and_gate_matches_sequential(chunk_size):
+    # as mamba_ssm's selective_scan_fn(..., z=z, delta_softplus=True): dt = softplus(delta), y * silu(z)
+    x, dt, A, B, C, D = scan_inputs(3, 37, 8, 4)
+    g = torch.Generator().manual_seed(7)
+    delta = torch.randn(dt.shape, generator=g) * 3 - 3
+    z = torch.randn(x.shape, generator=g)
+    args = [x, delta, A, B, C, D, z]
+    for a in args:
+        a.requires_grad_(True)
+    y_seq = selective_scan_sequential(*args[:6], z=z, delta_softplus=True)
+    ref = (selective_scan_sequential(x, F.softplus(delta), A, B, C, D) * F.silu(z))
+    torch.testing.assert_close(y_seq, ref)
+    y_chk = selective_scan_chunked(*args[:6], z=z, delta_softplus=True, chunk_size=chunk_size)
+    torch.testing.assert_close(y_chk, y_seq, rtol=1e-5, atol=1e-5 * y_seq.abs().max().item())
+    w = torch.randn(y_seq.shape, generator=g)
+    g_seq = torch.autograd.grad((y_seq * w).sum(), args)
+    g_chk = torch.autograd.grad((y_chk * w).sum(), args)
+    for name, a, b in zip("x delta A B C D z".split(), g_chk, g_seq):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item(), msg=name)
+
+
+def test_chunked_scan_time_major_is_the_transposed_call():
+    x, dt, A, B, C, D = scan_inputs(3, 21, 8, 4)
+    z = torch.randn(x.shape)
+    y = selective_scan_chunked(x, dt, A, B, C, D, z=z, chunk_size=4)
+    tm = [t.transpose(0, 1).contiguous() for t in (x, dt, B, C, z)]
+    y_tm = selective_scan_chunked(tm[0], tm[1], A, tm[2], tm[3], D, z=tm[4], chunk_size=4, time_major=True)
+    assert torch.equal(y_tm.transpose(0, 1), y)
+    with pytest.raises(ValueError, match="z must have the shape of x"):
+        selective_scan_chunked(x, dt, A, B, C, D, z=z[:, :-1])
+
+
 def test_chunked_scan_gradcheck():
     args = scan_inputs(2, 9, 3, 2, dtype=torch.float64)
     for a in args:
         a.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda *a: selective_scan_chunked(*a, chunk_size=4), args)
+    z = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *a: selective_scan_chunked(*a[:6], z=a[6], delta_softplus=True, chunk_size=4), (*args, z))
 
 
 def test_chunked_scan_is_stable_for_large_decays():
@@ -307,17 +343,38 @@ def test_mambapy_loads_our_state_dict():
 
 @pytest.mark.parametrize("k", [1, 3, 4])
 @pytest.mark.parametrize("bias", [True, False])
-def test_causal_depthwise_conv_equals_conv1d(k, bias):
+@pytest.mark.parametrize("layout", ["batch_major", "time_major", "time_major_silu"])
+def test_causal_depthwise_conv_equals_conv1d(k, bias, layout, monkeypatch):
+    import baselines.tabular.mamba_cpu as mc
+
+    monkeypatch.setattr(mc, "CONV_BLOCK_ELEMENTS", 24)  # blocks of 2 time steps: the block seams are tested
     torch.manual_seed(0)
     conv = torch.nn.Conv1d(6, 6, k, groups=6, padding=k - 1, bias=bias).double()
     x = torch.randn(2, 9, 6, dtype=torch.float64, requires_grad=True)
     ref = conv(x.transpose(1, 2))[..., :9].transpose(1, 2)
-    ours = causal_depthwise_conv(x, conv.weight, conv.bias)
+    if layout == "batch_major":
+        ours = causal_depthwise_conv(x, conv.weight, conv.bias)
+    else:
+        silu = layout == "time_major_silu"
+        ours = causal_depthwise_conv(x.transpose(0, 1), conv.weight, conv.bias, time_dim=0, silu=silu)
+        ours = ours.transpose(0, 1)
+        ref = F.silu(ref) if silu else ref
     torch.testing.assert_close(ours, ref)
     g = torch.randn_like(ref)
     params = [x, conv.weight] + ([conv.bias] if bias else [])
     for a, b in zip(torch.autograd.grad(ours, params, g), torch.autograd.grad(ref, params, g), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_causal_depthwise_conv_gradcheck_and_bad_shapes():
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 1, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: causal_depthwise_conv(*a, time_dim=0, silu=True), (x, w, b))
+    with pytest.raises(ValueError, match="weight"):
+        causal_depthwise_conv(x, w[:2], b)
+    with pytest.raises(ValueError, match="time_dim"):
+        causal_depthwise_conv(x, w, b, time_dim=2)
 
 
 def test_mamba_is_causal():
