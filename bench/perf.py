@@ -286,7 +286,7 @@ def bench_frozen_sweep(
     from bench.metrics import evaluate
     from bench.pipeline import encode_images, encode_tabular
     from bench.registry import get
-    from bench.train import FitConfig, LossConfig, epoch_indices, fit, predict, task_loss
+    from bench.train import FitConfig, LossConfig, epoch_indices, fit, make_optimizer, predict, task_loss
 
     suite_fusions, fusion_kwargs, suite_batch_size = default_suite_settings()
     batch_size = suite_batch_size if batch_size is None else int(batch_size)
@@ -384,7 +384,7 @@ def bench_frozen_sweep(
                     model = build(seed)
                     torch.manual_seed(seed)
                     rng = np.random.default_rng(seed)
-                    opt = torch.optim.Adam(model.parameters(), lr=lr)
+                    opt = make_optimizer(list(model.parameters()), lr=lr)  # as fit() does
                     y_t = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
                     for _ in range(epochs):
                         model.train()

@@ -10,7 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.ops import SHORT_ROW, Dropout, short_softmax, softplus, use_fast_dropout
+from baselines.ops import (
+    SHORT_ROW,
+    Dropout,
+    TransformerEncoderLayer,
+    short_softmax,
+    softplus,
+    use_fast_dropout,
+)
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 2, 8, 8), (5, 1), (7, 4), (6, SHORT_ROW + 1)])
@@ -82,6 +89,21 @@ def test_fast_dropout_is_inverted_dropout_with_the_same_gradient_mask():
     assert Dropout(0.0).train()(x) is x
 
 
+def test_fast_dropout_quantised_probability_odd_sizes_and_independent_bits():
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1001)  # not a multiple of 4 elements: the last 64-bit draw is cut
+    y = Dropout(0.1).train()(x)
+    kept = y != 0
+    scale = 65536 / (65536 - round(0.1 * 65536))  # p used: 6554 / 65536 = 0.100006
+    assert torch.equal(y[kept], torch.full_like(y[kept], scale))
+    assert abs(1 - kept.float().mean().item() - 0.1) < 0.002
+    # the four 16-bit slices of one draw are independent: neighbours are dropped together ~p^2 of the time
+    dropped = ~kept.flatten()[:1000 * 1000]
+    pairs = (dropped[0::4] & dropped[1::4]).float().mean().item()
+    assert abs(pairs - 0.01) < 0.002
+    assert Dropout(0.5).train()(torch.ones(7, 3)).shape == (7, 3)
+
+
 def test_use_fast_dropout_swaps_every_plain_dropout_and_keeps_the_state_dict():
     layer = nn.TransformerEncoderLayer(16, 2, 32, 0.1, batch_first=True)
     keys = list(layer.state_dict())
@@ -89,3 +111,30 @@ def test_use_fast_dropout_swaps_every_plain_dropout_and_keeps_the_state_dict():
     drops = [m for m in layer.modules() if isinstance(m, nn.Dropout)]
     assert len(drops) == 3 and all(type(m) is Dropout and m.p == 0.1 for m in drops)
     assert list(layer.state_dict()) == keys
+
+
+def test_encoder_layer_is_torchs_layer_with_fast_attention():
+    torch.manual_seed(0)
+    kw = {"d_model": 16, "nhead": 4, "dim_feedforward": 32, "activation": "gelu", "batch_first": True,
+          "norm_first": True}
+    ref = nn.TransformerEncoderLayer(dropout=0.0, **kw)
+    ours = TransformerEncoderLayer(dropout=0.0, **kw)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 7, 16, requires_grad=True)
+    for mode in (True, False):  # training (our attention block) and eval (PyTorch's path)
+        ref.train(mode), ours.train(mode)
+        y_ref, y = ref(x), ours(x)
+        torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(y_ref)
+    ref.train(), ours.train()
+    grads_ref = torch.autograd.grad(ref(x), [x, *ref.parameters()], g)
+    grads = torch.autograd.grad(ours(x), [x, *ours.parameters()], g)
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    mask = torch.zeros(5, 7, dtype=torch.bool)
+    mask[:, -2:] = True  # with a padding mask: PyTorch's own attention
+    torch.testing.assert_close(ours(x, src_key_padding_mask=mask), ref(x, src_key_padding_mask=mask))
+    drop = TransformerEncoderLayer(dropout=0.1, **kw)
+    assert all(type(m) is Dropout for m in drop.modules() if isinstance(m, nn.Dropout))
+    assert drop.attn_dropout.p == 0.1

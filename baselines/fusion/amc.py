@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.checks import check_dropout
-from baselines.ops import Dropout, short_softmax, use_fast_dropout
+from baselines.ops import Dropout, TransformerEncoderLayer, short_softmax
 from bench.api import Fusion, FusionDims, FusionOutput
 from bench.registry import register_fusion
 
@@ -506,7 +506,7 @@ class AMCFusion(Fusion):
         self.specific = nn.ModuleDict(
             {
                 m: nn.ModuleList(
-                    nn.TransformerEncoderLayer(
+                    TransformerEncoderLayer(
                         d_model,
                         n_heads,
                         d_hidden,
@@ -520,7 +520,6 @@ class AMCFusion(Fusion):
                 for m in MODALITIES
             }
         )
-        use_fast_dropout(self.specific)  # the torch layers' residual and FFN dropouts
         self.blocks = nn.ModuleList(
             AMCBlock(d_model, n_heads, n_experts, top_k, d_hidden, dropout, lambda_init)
             for _ in range(n_blocks)
