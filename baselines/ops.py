@@ -20,13 +20,13 @@ pays a fixed cost per row on CPU (about 60 ns per row on the 2-core reference ma
 values to float32 rounding (tests/test_ops.py); on other devices, or rows of more than
 ``SHORT_ROW`` entries, it is ``torch.softmax``.
 
-``softplus``: ``F.softplus`` on CPU spends its time in ``log1p`` (about 5.5 ns per element on the
-reference machine: 19.5 ms for one Mamba mixer's ``dt`` at batch 64 over 424 tokens, a tenth of the
-mixer's training step). The same function as ``max(x, 0) + log1p(exp(-|x|))`` with ``log1p(e)``
+``softplus_forward``: ``F.softplus`` on CPU spends its time in ``log1p`` (about 5.5 ns per element on
+the reference machine: 19.5 ms for one Mamba mixer's ``dt`` at batch 64 over 424 tokens, a tenth of
+the mixer's training step). The same function as ``max(x, 0) + log1p(exp(-|x|))`` with ``log1p(e)``
 computed from ``log`` as ``log(1 + e) * e / ((1 + e) - 1)`` (exact to a few ulp; Goldberg 1991,
 "What every computer scientist should know about floating-point arithmetic", thm. 4) takes a
-quarter of the time; the backward is torch's own ``softplus_backward``. Same values to float32
-rounding (tests/test_ops.py); on other devices it is ``F.softplus``.
+quarter of the time. The CPU Mamba's chunked scan computes its step sizes with it and takes the
+gradient with torch's own ``softplus_backward``. Same values to float32 rounding (tests/test_ops.py).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ __all__ = [
     "Dropout",
     "TransformerEncoderLayer",
     "short_softmax",
-    "softplus",
     "softplus_forward",
     "use_fast_dropout",
 ]
@@ -113,33 +112,15 @@ def use_fast_dropout(module: nn.Module) -> nn.Module:
 
 
 def softplus_forward(x: Tensor) -> Tensor:
-    """``softplus(x)`` without autograd, from ``log`` instead of the slow ``log1p`` (see above)."""
+    """``F.softplus(x)`` (beta 1, threshold 20) without autograd, from ``log`` instead of the slow
+    ``log1p`` (see the module docstring). Above the threshold, where torch returns ``x``, this gives
+    ``x + exp(-x)``: the same in float32, within 1e-9 relative in float64."""
     e = x.abs().neg_().exp_()  # exp(-|x|), in (0, 1]
     u = e + 1
     d = u - 1  # exact (Sterbenz); 0 where e is below half an ulp of 1
     y = torch.log(u).mul_(e).div_(d)  # log1p(e) to a few ulp
     y = torch.where(d == 0, e, y)  # log1p(e) = e to float32 precision there
     return y.add_(x.clamp(min=0))
-
-
-class _Softplus(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return softplus_forward(x)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return torch.ops.aten.softplus_backward(g, x, 1.0, 20.0)
-
-
-def softplus(x: Tensor) -> Tensor:
-    """``F.softplus(x)`` (beta 1, threshold 20), faster on CPU float32 (see the module docstring)."""
-    if x.device.type != "cpu" or x.dtype != torch.float32:
-        return torch.nn.functional.softplus(x)
-    return _Softplus.apply(x)
 
 
 class TransformerEncoderLayer(nn.TransformerEncoderLayer):

@@ -15,7 +15,7 @@ from baselines.ops import (
     Dropout,
     TransformerEncoderLayer,
     short_softmax,
-    softplus,
+    softplus_forward,
     use_fast_dropout,
 )
 
@@ -40,20 +40,17 @@ def test_short_softmax_gradcheck_and_large_inputs():
     torch.testing.assert_close(short_softmax(big), torch.softmax(big, dim=-1))
 
 
-def test_softplus_matches_torch_values_and_gradients():
+def test_softplus_forward_matches_torch():
     # the whole float32 range that matters: log1p's small-argument regime (x << 0), where 1 + e rounds
     # to 1 (x < -16.6), both sides of 0, and torch's threshold (x > 20 returns x)
     x = torch.cat([torch.linspace(-120, 120, 20001), torch.tensor([-16.7, -16.5, 0.0, 19.99, 20.0, 20.01])])
-    x = torch.cat([x, torch.randn(10000) * 3 - 4]).requires_grad_()
-    grad = torch.randn_like(x)
-    ours, ref = softplus(x), torch.nn.functional.softplus(x)
+    x = torch.cat([x, torch.randn(10000) * 3 - 4])
+    ours, ref = softplus_forward(x), torch.nn.functional.softplus(x)
     # relative to each value (softplus(x) > 0 spans ~1e-52 .. 120): a few float32 ulp
     assert ((ours - ref).abs() / ref.abs().clamp_min(1e-38)).max() < 4e-7
     assert torch.equal(ours[x > 20], x[x > 20])
-    (d_ours,), (d_ref,) = torch.autograd.grad(ours, x, grad), torch.autograd.grad(ref, x, grad)
-    assert torch.equal(d_ours, d_ref)  # torch's own softplus_backward
-    x64 = torch.randn(50, dtype=torch.float64, requires_grad=True)
-    assert torch.equal(softplus(x64), torch.nn.functional.softplus(x64))  # other dtypes: torch's op
+    x64 = torch.randn(50, dtype=torch.float64) * 10
+    torch.testing.assert_close(softplus_forward(x64), torch.nn.functional.softplus(x64), rtol=1e-9, atol=0)
 
 
 def _allocator(env: dict[str, str]) -> subprocess.CompletedProcess:

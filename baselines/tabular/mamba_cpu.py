@@ -223,7 +223,7 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
 
 
 def _softplus_into(x: Tensor, out: Tensor) -> None:
-    """``out = softplus(x)``, as :func:`baselines.ops.softplus` computes it (fast on CPU float32)."""
+    """``out = softplus(x)``: :func:`baselines.ops.softplus_forward` on CPU float32, else torch's."""
     if x.dtype == torch.float32 and x.device.type == "cpu":
         out.copy_(softplus_forward(x))
     else:
