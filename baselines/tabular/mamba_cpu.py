@@ -387,9 +387,11 @@ def causal_depthwise_conv(
 
     ``x`` ``[B, L, D]`` (or ``[L, B, D]`` with ``time_dim=0``), ``weight`` ``[D, 1, K]`` (the
     ``nn.Conv1d`` parameter); ``silu=True`` returns ``silu`` of it. Computed as ``K`` shifted
-    multiply-adds per block of time steps, with its own backward (:class:`_CausalDepthwiseConv`):
-    about a fifth of the time of oneDNN's depthwise convolution plus ``silu`` on CPU (forward +
-    backward, no transposes), same values to float32 rounding.
+    multiply-adds per block of time steps, with its own backward (:class:`_CausalDepthwiseConv`),
+    in the input's layout: conv + SiLU forward and backward of a ``[424, 64, 128]`` time-major input
+    took 17.8 ms on the 2-core reference machine, vs 18.3 ms for ``conv1d`` + SiLU on the transposed
+    batch-major tensor and 21.6 ms for the same shifted multiply-adds through autograd. Same values
+    to float32 rounding.
     """
     if time_dim not in (0, 1):
         raise ValueError(f"time_dim must be 0 or 1, however: {time_dim=}")
