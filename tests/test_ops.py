@@ -1,4 +1,4 @@
-"""``baselines.ops`` (short-row softmax, fast dropout) and ``bench.allocator``: speed-ups that keep results."""
+"""``baselines.ops`` (short-row softmax, fast dropout, softplus, encoder layer) and ``bench.allocator``: speed-ups that keep results."""
 
 from __future__ import annotations
 
