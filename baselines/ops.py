@@ -24,8 +24,8 @@ values to float32 rounding (tests/test_ops.py); on other devices, or rows of mor
 the reference machine: 19.5 ms for one Mamba mixer's ``dt`` at batch 64 over 424 tokens, a tenth of
 the mixer's training step). The same function as ``max(x, 0) + log1p(exp(-|x|))`` with ``log1p(e)``
 computed from ``log`` as ``log(1 + e) * e / ((1 + e) - 1)`` (exact to a few ulp; Goldberg 1991,
-"What every computer scientist should know about floating-point arithmetic", thm. 4) takes a
-quarter of the time. The CPU Mamba's chunked scan computes its step sizes with it and takes the
+"What every computer scientist should know about floating-point arithmetic", thm. 4) takes 41% of
+the time (8.1 vs 19.9 ms for a ``[424, 64, 128]`` tensor). The CPU Mamba's chunked scan computes its step sizes with it and takes the
 gradient with torch's own ``softplus_backward``. Same values to float32 rounding (tests/test_ops.py).
 """
 
@@ -74,7 +74,8 @@ def short_softmax(x: Tensor) -> Tensor:
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` whose CPU mask is ``rand >= p`` (see the module docstring); same parameters, no state."""
+    """``nn.Dropout`` whose CPU mask comes from 16-bit slices of 64-bit draws (module docstring); same
+    parameters, no state."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0 or self.p >= 1.0 or self.inplace or x.device.type != "cpu":

@@ -1,6 +1,6 @@
 """Performance benchmarks of the harness on the current machine (``python -m bench perf``).
 
-Four benchmarks, each a function returning a plain dict of measured figures:
+Six benchmarks, each a function returning a plain dict of measured figures:
 
 1. :func:`bench_ft_mamba` - FT-Mamba forward+backward throughput on CPU: our chunked scan vs the
    sequential reference scan vs mamba.py's parallel scan (same weights) vs FT-Transformer.
@@ -11,6 +11,9 @@ Four benchmarks, each a function returning a plain dict of measured figures:
    the rate at which a trainable training step consumes batches.
 4. :func:`bench_latency` - AMF vs cross-attention fusion modules at the AMF-MedIT setting
    (latency, parameters, GMac).
+5. :func:`bench_ft_mamba_cuda` (CUDA machines) - the CPU twin against ``mamba-ssm``'s kernels:
+   parity of outputs and gradients, and GPU throughput.
+6. ``latency_cuda`` (CUDA machines) - :func:`bench_latency` on the GPU.
 
 Timing: :func:`time.perf_counter` after warm-up; competing variants are run interleaved (A, B,
 A, B, ...) in one process and the median over repeats is reported, so a concurrent load on the
@@ -284,8 +287,7 @@ def bench_frozen_sweep(
     harness's overhead, a property of the training loop rather than of the head) runs for
     ``overhead_fusions`` (default: all swept fusions) at the first seed. Fusions are built with the cpu
     budget's settings (e.g. the 64-d cross-attention) and trained with its frozen batch size unless
-    ``batch_size`` is given. Test metrics are compared exactly; logits can differ in the last float32
-    bits, since the encoders see different batch sizes in A and B.
+    ``batch_size`` is given. Test metrics and logits are compared exactly.
     """
     from bench.api import FusionDims, FusionOutput
     from bench.metrics import evaluate
@@ -322,11 +324,9 @@ def bench_frozen_sweep(
     per_split = {k: encode_rows(rows) for k, rows in splits.items()}
     encode_s = time.perf_counter() - t0
     position = np.empty(len(x_num), np.int64)  # row -> its position within its split
-    for rows in splits.values():
-        position[rows] = np.arange(len(rows))
-    split_of = np.empty(len(x_num), object)
+    split_of = np.empty(len(x_num), object)  # row -> its split
     for k, rows in splits.items():
-        split_of[rows] = k
+        position[rows], split_of[rows] = np.arange(len(rows)), k
 
     def forward_from(feats: dict[str, list[torch.Tensor]], model: nn.Module, idx: np.ndarray) -> FusionOutput:
         split = split_of[idx[0]]
@@ -693,21 +693,20 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _latency_rows(rows: list[dict[str, Any]], lt: dict[str, Any], where: str) -> None:
-    if lt:
-        for b, per in lt["latency"].items():
-            rows.append(_row(f"{where}cross-attn p50 ms at batch {b} (vs AMF p50 ms)",
-                             per["cross_attention"]["p50_ms"], per["amf"]["p50_ms"], lt["ratio_cross_over_amf_p50"][b],
-                             "paper ~12.8x at b=1" if b == "1" else "-"))
-            rows.append(_row(f"{where}cross-attn p90 ms at batch {b} (vs AMF p90 ms)", per["cross_attention"]["p90_ms"],
-                             per["amf"]["p90_ms"], per["cross_attention"]["p90_ms"] / per["amf"]["p90_ms"]))
-        if where:  # parameters and GMac do not depend on the device: given once
-            return
-        pc, pa = lt["params"]["cross_attention"] / 1e6, lt["params"]["amf"] / 1e6
-        rows.append(_row("cross-attn params M (vs AMF params M)", pc, pa, pc / pa,
-                         f"paper {PAPER['cross_params_m']} vs {PAPER['amf_params_m']}"))
-        gc, ga = lt["gmac_batch1"]["cross_attention"], lt["gmac_batch1"]["amf"]
-        rows.append(_row("cross-attn GMac b=1 (vs AMF GMac)", gc, ga, gc / ga if ga else None,
-                         f"paper {PAPER['cross_gmac']} vs {PAPER['amf_gmac']}"))
+    for b, per in lt["latency"].items():
+        rows.append(_row(f"{where}cross-attn p50 ms at batch {b} (vs AMF p50 ms)",
+                         per["cross_attention"]["p50_ms"], per["amf"]["p50_ms"], lt["ratio_cross_over_amf_p50"][b],
+                         "paper ~12.8x at b=1" if b == "1" else "-"))
+        rows.append(_row(f"{where}cross-attn p90 ms at batch {b} (vs AMF p90 ms)", per["cross_attention"]["p90_ms"],
+                         per["amf"]["p90_ms"], per["cross_attention"]["p90_ms"] / per["amf"]["p90_ms"]))
+    if where:  # parameters and GMac do not depend on the device: given once
+        return
+    pc, pa = lt["params"]["cross_attention"] / 1e6, lt["params"]["amf"] / 1e6
+    rows.append(_row("cross-attn params M (vs AMF params M)", pc, pa, pc / pa,
+                     f"paper {PAPER['cross_params_m']} vs {PAPER['amf_params_m']}"))
+    gc, ga = lt["gmac_batch1"]["cross_attention"], lt["gmac_batch1"]["amf"]
+    rows.append(_row("cross-attn GMac b=1 (vs AMF GMac)", gc, ga, gc / ga if ga else None,
+                     f"paper {PAPER['cross_gmac']} vs {PAPER['amf_gmac']}"))
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -112,8 +112,10 @@ def make_optimizer(params: list[nn.Parameter], *, lr: float, weight_decay: float
     """Adam (AMF-MedIT appendix A.3), with PyTorch's fused kernel where it applies.
 
     The fused kernel updates every parameter in one call instead of ~10 small operations per
-    parameter tensor: 4% of AMC's training step (157 parameter tensors) and more for the small heads.
-    Same algorithm; results equal the per-parameter loop's to float32 rounding.
+    parameter tensor. Measured on the 2-core reference machine at batch 512: the concat head's step
+    0.24 -> 0.22 ms; AMC's (157 parameter tensors) within noise (+4.5% and -5.3% in two measurements).
+    Same update rule, other rounding: after 10 identical steps the weights agree to 3.7e-7 relative
+    for concat, but AMC's top-k routing amplifies the differences to 3.4e-3.
     """
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
                 for p in params)

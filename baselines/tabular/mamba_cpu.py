@@ -175,7 +175,7 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         gz = None if zt is None else torch.empty_like(zt)
         work = _ChunkWork(xt, at, chunk_size, batch)
         gbuf, agbuf = torch.empty_like(work.decay), torch.empty_like(work.decay)
-        ybuf = None if zt is None else xt.new_empty(chunk_size, batch, d_inner)
+        ybuf = xt.new_empty(chunk_size, batch, d_inner)  # y recomputed for the gate, or a scratch row block
         # exp(dt_{t+1} A) * dL/dh_{t+1}: what flows from the next chunk into this chunk's last state
         carry = None
         for c in reversed(range(starts.shape[0])):
@@ -192,7 +192,7 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
                 torch.ops.aten.silu_backward.grad_input(gy * y, zt[lo:hi], grad_input=gz[lo:hi])
                 gy = gy * F.silu(zt[lo:hi])  # dL/dy
             if D is not None:
-                gD += torch.mul(gy, xt[lo:hi], out=ybuf[:n] if ybuf is not None else None).sum((0, 1))
+                gD += torch.mul(gy, xt[lo:hi], out=ybuf[:n]).sum((0, 1))
             gyc = gy[:, :, None, :]  # [n, B, 1, D]
             # y_t = sum_n C_t[n] h_t[n, :]
             torch.sum(torch.mul(hs, gyc, out=scratch), -1, out=gc[lo:hi])
@@ -356,10 +356,11 @@ class _CausalDepthwiseConv(torch.autograd.Function):
         gx = torch.zeros_like(x, memory_format=torch.contiguous_format)
         gw = torch.zeros_like(w)
         gbias = None if bias is None else torch.zeros_like(bias)
-        reduce_dims = [d for d in range(x.ndim - 1)]
+        reduce_dims = list(range(x.ndim - 1))
         blocks = _CausalDepthwiseConv.blocks(x, td)
-        pre_buf = x.new_empty(x.narrow(td, 0, blocks[0][1]).shape) if ctx.silu else None
-        tmp_buf = torch.empty_like(x.narrow(td, 0, blocks[0][1]), memory_format=torch.contiguous_format)
+        block_shape = x.narrow(td, 0, blocks[0][1]).shape
+        pre_buf = x.new_empty(block_shape) if ctx.silu else None
+        tmp_buf = x.new_empty(block_shape)
         for t0, n in blocks:
             gp = g.narrow(td, t0, n)
             if ctx.silu:  # d silu(pre) / d pre, from the recomputed pre-activation
