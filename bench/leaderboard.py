@@ -470,6 +470,24 @@ def leaderboard_json(df: pd.DataFrame, stats: pd.DataFrame, meta: dict, expected
     )
 
 
+#: significant digits of every float in ``leaderboard.json``: what a published number promises. Test statistics
+#: (DeLong z and p, bootstrap bounds) differ between CPU vendors in the last bits of a double (BLAS and libm
+#: kernels sum in other orders), so the published copy carries fewer digits than a double and the publish check
+#: compares what is promised, not the rounding noise of one machine.
+PUBLISHED_DIGITS = 6
+
+
+def published_precision(obj: Any, digits: int = PUBLISHED_DIGITS) -> Any:
+    """``obj`` with every float rounded to ``digits`` significant digits (recursively; ints, bools, str kept)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if np.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: published_precision(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [published_precision(v, digits) for v in obj]
+    return obj
+
+
 def _describe_budget(budget: dict) -> str:
     notes = []
     data = budget.get("data", {})
@@ -566,8 +584,8 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
         plots.update(rob_plots)
         rob_csv = rob.to_csv(index=False)
         atomic_write_text(suite_dir / "robustness.csv", rob_csv)
-    lb_json = json.dumps(leaderboard_json(headline, stats, meta, expected, sorted(plots)), indent=2,
-                         allow_nan=False) + "\n"
+    lb_json = json.dumps(published_precision(leaderboard_json(headline, stats, meta, expected, sorted(plots))),
+                         indent=2, allow_nan=False) + "\n"
     atomic_write_text(suite_dir / "leaderboard.md", md + "\n")
     atomic_write_text(suite_dir / "leaderboard.json", lb_json)
     for fname, png in plots.items():

@@ -11,6 +11,11 @@ a pure function of run directories,
 re-renders every published leaderboard from those committed results and reports any file whose bytes
 changed (exit 1), so a fresh clone can check that what is published is what the results say.
 
+Precision: every float of a published ``leaderboard.json`` is rounded to
+:data:`bench.leaderboard.PUBLISHED_DIGITS` (6) significant digits. Test statistics such as DeLong z and p differ
+between CPU vendors in the last bits of a double; the published number promises 6 digits, so the check holds on
+any x86-64 CPU (checked on an AMD EPYC, which rendered the files, and an Intel Xeon).
+
 Size: multi-class logits (DVM: 101 columns per test sample) are stored as float16 in the compact copy
 (half the bytes; a float16 logit is within 1e-3 relative of the float32 one). Since the published page is
 rendered from the copy, it is byte-for-byte reproducible; it may differ from the run directory's own
