@@ -51,26 +51,51 @@ def _search(objective, budget, **kw):
 
 def test_study_is_persisted_in_sqlite_and_resumed(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    budget = {"n_trials": 4, "lr": LRS, "fusion_params": ["weight_decay"], "pruner": "none"}
+    budget = {"n_configs": 4, "lr": LRS[:4], "weight_decay": [0.0, 1e-2], "fusion_params": [], "pruner": "none"}
     first = Curves()
     best, info = _search(first, budget, storage=url, study_name="mlp__concat__frozen")
-    assert len(first.calls) == 4 and info["trials"] == 4 and info["sampler"] == "tpe"
+    assert len(first.calls) == 4 and info["trials"] == 4 and info["sampler"] == "grid"
+    assert info["distinct_configs"] == 4 and sorted(c["lr"] for c in first.calls) == sorted(LRS[:4])
     assert info["backend"] == "optuna" and info["pruner"] == "none" and info["study"] == "mlp__concat__frozen"
 
     again = Curves()  # same storage and key: every trial is finished, nothing runs again
     best2, info2 = _search(again, budget, storage=url, study_name="mlp__concat__frozen")
     assert again.calls == [] and best2 == best and info2["resumed_trials"] == 4
 
-    more = Curves()  # a larger budget only runs the missing trials
-    _, info3 = _search(more, {**budget, "n_trials": 6}, storage=url, study_name="mlp__concat__frozen")
-    assert len(more.calls) == 2 and info3["trials"] == 6
-
     with pytest.raises(ConfigError, match="another search space"):
-        _search(Curves(), {**budget, "lr": LRS[:3]}, storage=url, study_name="mlp__concat__frozen")
+        _search(Curves(), {**budget, "n_configs": 8}, storage=url, study_name="mlp__concat__frozen")
 
     fresh = Curves()
     _search(fresh, budget, storage=url, study_name="mlp__concat__frozen", fresh=True)
     assert len(fresh.calls) == 4
+
+
+class Plain:
+    search_space: dict = {}
+
+
+class WithDropout:
+    search_space = {"modality_dropout": {"type": "categorical", "choices": [0.0, 0.1, 0.3]}}
+
+
+@pytest.mark.parametrize("fusion", [Plain, Fusion, WithDropout])
+def test_every_method_tries_every_lr_with_the_same_number_of_distinct_configs(fusion):
+    budget = {"n_configs": 6, "lr": [1e-2, 1e-3, 1e-4], "weight_decay": [1e-4, 1e-2],
+              "fusion_params": ["modality_dropout"]}
+    curves = Curves()
+    _, info = run_search(curves, fusion_cls=fusion, strategy="frozen", budget=budget, seed=2022)
+    assert len(curves.calls) == 6 == info["distinct_configs"]
+    assert len({tuple(sorted(c.items())) for c in curves.calls}) == 6  # no duplicate trial
+    for lr in (1e-2, 1e-3, 1e-4):  # every grid value, each with the same number of other settings
+        assert sum(c["lr"] == lr for c in curves.calls) == 2
+    assert info["pruner"] == "none"  # the default: no pruner exposes one grid value systematically
+
+
+def test_uneven_search_is_refused():
+    with pytest.raises(ConfigError, match="not a multiple"):
+        _search(Curves(), {"n_configs": 4, "lr": [1e-2, 1e-3, 1e-4]})
+    with pytest.raises(ConfigError, match="weight_decay"):
+        _search(Curves(), {"n_configs": 6, "lr": [1e-2, 1e-3, 1e-4], "weight_decay": [0.0]})
 
 
 def test_interrupted_search_resumes_and_reruns_the_cut_trial(tmp_path):
@@ -86,7 +111,8 @@ def test_interrupted_search_resumes_and_reruns_the_cut_trial(tmp_path):
     assert best == {"lr": 1e-3} and info["trials_complete"] == 3 and info["sampler"] == "grid"
     study = optuna.load_study(study_name="k", storage=url)
     assert counted_trials(study) == 3
-    assert sorted(t.params["lr"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE) == [1e-4, 1e-3, 1e-2]
+    done = sorted(t.params["config"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    assert done == [0, 1, 2]  # the study stores configuration indices; every one ran once
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -105,13 +131,14 @@ def test_pruning_stops_a_clearly_worse_curve(seed):
 
 def test_pruning_cuts_some_seed():
     lrs = [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5]
-    budget = {"n_trials": 6, "lr": lrs, "fusion_params": [], "pruner_startup_trials": 2, "pruner_warmup_epochs": 1}
+    budget = {"n_trials": 6, "lr": lrs, "fusion_params": [], "pruner": "median", "pruner_startup_trials": 2,
+              "pruner_warmup_epochs": 1}
     pruned = [_search(Curves(bad=1e-5), budget, seed=s)[1]["trials_pruned"] for s in range(4)]
     assert any(pruned)
 
 
 def test_same_seed_same_best_params():
-    budget = {"n_trials": 5, "lr": LRS, "fusion_params": ["weight_decay"]}
+    budget = {"n_configs": 8, "lr": LRS, "fusion_params": ["weight_decay"]}
     runs = [_search(Curves(), budget, seed=7) for _ in range(2)]
     assert runs[0][0] == runs[1][0]
     assert [r["params"] for r in runs[0][1]["all"]] == [r["params"] for r in runs[1][1]["all"]]

@@ -51,7 +51,7 @@ def describe(backend: str, budget: dict) -> dict:
     pruner = pruning["name"] if backend == "optuna" or pruning["name"] == "none" else "asha"
     return {"backend": backend, "pruner": pruner, "pruner_startup_trials": pruning["startup_trials"],
             "pruner_warmup_epochs": pruning["warmup_epochs"],
-            "sampler": "grid when the space fits in n_trials, else TPE (seeded)"}
+            "sampler": "every distinct configuration once (grid over the configurations, seeded order)"}
 
 
 def run_search(

@@ -110,10 +110,10 @@ def search_hyperparameters(
 
     ``storage`` is an SQLAlchemy URL (None: in memory); ``fresh`` deletes an existing study first.
     """
-    plan = plan_search(fusion_cls, strategy, budget)
+    plan = plan_search(fusion_cls, strategy, budget, seed)
     if plan.sampler == "none":
         return plan.first, {"backend": "none", "sampler": "none", "pruner": "none", "trials": 0,
-                            "space": plan.space, "note": "single configuration, no search"}
+                            "distinct_configs": 1, "space": plan.choices, "note": "single configuration, no search"}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner, pruner_desc = make_pruner(pruner_settings(budget))
     study = _open_study(plan, seed, pruner, storage, study_name, fresh)
@@ -123,7 +123,7 @@ def search_hyperparameters(
     t0 = time.perf_counter()
 
     def _objective(trial: optuna.Trial) -> float:
-        hp = {k: trial.suggest_categorical(k, v) for k, v in plan.space.items()}
+        hp = plan.params({k: trial.suggest_categorical(k, v) for k, v in plan.space.items()})
         best = RunningBest()
 
         def on_epoch(epoch: int, val: float) -> None:
@@ -169,7 +169,7 @@ def _open_study(plan: SearchPlan, seed: int, pruner, storage: str | None, study_
             pass
     study = optuna.create_study(storage=rdb, study_name=study_name, direction="maximize",
                                 sampler=make_sampler(plan, seed), pruner=pruner, load_if_exists=True)
-    space = {k: list(v) for k, v in plan.space.items()}
+    space = [dict(c) for c in plan.configs]
     saved = study.user_attrs.get("space")
     if saved is None:
         study.set_user_attr("space", space)

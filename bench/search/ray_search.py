@@ -27,7 +27,7 @@ from pathlib import Path
 import optuna
 
 from bench.errors import ConfigError
-from bench.search.space import Objective, RunningBest, make_sampler, plan_search, pruner_settings, summarize
+from bench.search.space import IndexedObjective, Objective, RunningBest, plan_search, pruner_settings, summarize
 
 RAY_MISSING = "Ray is not installed; pip install -e '.[ray]'"
 SQLALCHEMY_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
@@ -116,9 +116,7 @@ class _TuneGridSampler(optuna.samplers.GridSampler):
 
 
 def _sampler(plan, seed: int):
-    if plan.sampler == "grid":
-        return _TuneGridSampler(plan.space, seed=seed)
-    return make_sampler(plan, seed)
+    return _TuneGridSampler(plan.space, seed=seed)
 
 
 def _experiment_name(study_name: str | None) -> str:
@@ -169,10 +167,10 @@ def search_hyperparameters(
     max_epochs: int = 100,
 ) -> tuple[dict, dict]:
     """Return (best hyper-parameters, a summary of the search) like the Optuna driver, with trials on Ray."""
-    plan = plan_search(fusion_cls, strategy, budget)
+    plan = plan_search(fusion_cls, strategy, budget, seed)
     if plan.sampler == "none":
         return plan.first, {"backend": "none", "sampler": "none", "pruner": "none", "trials": 0,
-                            "space": plan.space, "note": "single configuration, no search"}
+                            "distinct_configs": 1, "space": plan.choices, "note": "single configuration, no search"}
     check_storage(storage_path)
     require_ray()
     import ray
@@ -192,7 +190,7 @@ def search_hyperparameters(
         raise ConfigError(f"the Ray cluster at {where} has {resources.get('CPU', 0):g} CPUs but a trial asks for {cpus:g}; "
                           "lower search.ray.cpus_per_trial")
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, objective=objective, seed=seed, threads=max(1, int(cpus))),
+        tune.with_parameters(_trainable, objective=IndexedObjective(objective, plan), seed=seed, threads=max(1, int(cpus))),
         {"cpu": cpus, "gpu": gpus})
     pruning = pruner_settings(budget)
     grace = max(1, pruning["warmup_epochs"])
