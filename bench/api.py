@@ -29,15 +29,44 @@ Fusion
     conformance kit checks this), and at least one modality is always available.
 
 Positional tensor arguments (rather than a dataclass) keep every fusion traceable by fvcore.
+
+Dataset
+    A callable ``loader(*, root=None, image_size=64, cache_dir=None, **options) -> MultimodalData``
+    (:class:`DatasetLoader`), registered with ``@register_dataset("name")`` or the entry point group
+    ``bench.datasets``; ``bench run --dataset name`` runs any suite on it and ``bench check-plugin
+    name --kind dataset`` checks it. It must accept and ignore unknown options (synthetic replicas
+    read ``n`` and ``seed``), return images float32 ``[n, 1 or 3, image_size, image_size]`` in [0, 1]
+    (zeros where ``image_available`` is False: real missing images), ``x_num`` float32 with NaN for
+    missing values, ``x_cat`` int64 codes in ``[0, cardinality)``, ``y`` int64 class indices, a
+    train / val / test ``split`` (each patient in one split), ``ids``, and a :class:`Provenance`
+    (``source`` real | synthetic, a checksum of what was loaded); bad data raises
+    :class:`~bench.errors.DataError` with one line naming the problem and the fix. Do not fit
+    anything on the data: the harness fits preprocessing on the training split. The shared helpers
+    are :mod:`bench.data.images` (PNG/JPEG/TIFF/DICOM/NIfTI/.npy, CT windowing, resizing),
+    :mod:`bench.data.tabular` (tables, column typing) and :mod:`bench.data.base` (data root, cache);
+    without Python, a YAML-described table does the same (``datasets/table.md``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, NamedTuple
+from pathlib import Path
+from typing import ClassVar, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
+
+from bench.data.base import MultimodalData, Provenance
+
+__all__ = ["DatasetLoader", "EncoderOutput", "Fusion", "FusionDims", "FusionOutput", "MultimodalData",
+           "MultimodalModel", "Provenance", "zero_missing"]
+
+
+class DatasetLoader(Protocol):
+    """The dataset contract (see the module docstring): keyword options in, :class:`MultimodalData` out."""
+
+    def __call__(self, *, root: str | Path | None = None, image_size: int = 64, cache_dir: str | Path | None = None,
+                 **options) -> MultimodalData: ...
 
 
 class EncoderOutput(NamedTuple):

@@ -16,7 +16,12 @@ class UnknownNameError(BenchError, KeyError):
     def __init__(self, kind: str, name: str, suggestions: list[str]):
         self.kind, self.name, self.suggestions = kind, name, suggestions
         hint = f" Did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
-        msg = f"unknown {kind} {name!r}.{hint} Run `python -m bench list {kind}` to see what is registered."
+        if kind == "kind":  # `bench list fusoin`: the kinds are fixed, list them rather than `bench list kind`
+            from bench.registry import KINDS
+
+            msg = f"unknown kind {name!r}.{hint} Choose one of {', '.join(KINDS)} (`python -m bench list` lists them all)."
+        else:
+            msg = f"unknown {kind} {name!r}.{hint} Run `python -m bench list {kind}` to see what is registered."
         super().__init__(msg)
 
     def __str__(self) -> str:  # KeyError would add quotes

@@ -540,13 +540,21 @@ def suite_metadata(suite_dir: Path, reports: list | None = None) -> dict:
 
 
 def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = None, publish_to: Path | None = None,
-                      render_to: Path | None = None) -> Path:
+                      render_to: Path | None = None, run_ids: list[str] | None = None) -> Path:
     """Write ``results.csv``, ``leaderboard.md``, ``leaderboard.json`` and the figures next to the runs.
 
     ``render_to``: also write them there under their published names (``<suite>.md/.csv/.json``, figures).
     ``publish_to`` (a ``leaderboards/`` folder): copy the compact results to ``<publish_to>/results/<suite>/``
     and render the published files from that copy (:mod:`bench.publish`), so they are reproducible from
-    what is committed."""
+    what is committed. ``run_ids``: only these runs (one invocation's plan), whatever else is in the folder.
+    Unreadable run files are named and set aside first; the outputs are written together or not at all
+    (:func:`bench.results.rendering`)."""
+    from bench.results import rendering, rendering_active
+
+    if run_ids is not None or not rendering_active():
+        with rendering(suite_dir, run_ids):
+            return write_leaderboard(suite_dir, expected_seeds=expected_seeds, publish_to=publish_to,
+                                     render_to=render_to)
     from bench.plots import PLOT_COLUMNS, pareto_png
     from bench.robustness import render_robustness, robustness_frame
 

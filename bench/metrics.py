@@ -456,3 +456,22 @@ def pool_seed_predictions(
             _finite(lg, "logits")
             probs.append(softmax(lg, axis=1))
     return ids, y, np.mean(probs, axis=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# re-exports of bench.stats (threshold choice, operating-point metrics, Holm, paired and seed-level
+# bootstraps). Resolved lazily (PEP 562) because bench.stats builds on this module.
+
+_STATS_EXPORTS = frozenset({
+    "ECE_BINS", "PUBLISH_DIGITS", "BootstrapDiff", "binary_metrics", "choose_threshold",
+    "expected_calibration_error", "holm", "paired_bootstrap_p", "paired_seed_sample_bootstrap_diff_ci",
+    "round_sig", "seed_sample_bootstrap_ci", "tied_with_best",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STATS_EXPORTS:
+        from bench import stats
+
+        return getattr(stats, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

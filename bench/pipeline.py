@@ -35,9 +35,11 @@ from tqdm.auto import tqdm
 from bench.api import FusionDims, FusionOutput, MultimodalModel, zero_missing
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
+from bench.fingerprint import planned_specs, reconcile, run_fingerprint
 from bench.importance import ig_importance
 from bench.imputation import ImputedFusion, parse_variant
 from bench.metrics import evaluate
+from bench.preflight import preflight
 from bench.pretrain import EncoderSpec, cache_root, pretrain_pair, pretrain_steps
 from bench.protocols import (
     AppliedProtocol,
@@ -76,10 +78,18 @@ def _say(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------- data
-def load_data(suite: Suite, data_root: str | None) -> MultimodalData:
-    """The suite's real dataset when a root is given (or its env var is set), else the synthetic replica."""
+def load_data(suite: Suite, data_root: str | None, dataset: str | None = None) -> MultimodalData:
+    """``dataset`` (a dataset YAML or a registered name, checked first) when given; else the suite's real
+    dataset when a root is given (or its env var is set), else the synthetic replica."""
     ds = suite.dataset
     opts = dict(suite.budget.get("data", {}))
+    if dataset:
+        from bench.data.checks import load_checked
+
+        data = load_checked(dataset, root=data_root, options=opts, say=_say)
+        if data.image_available is not None:  # real missing images: fusions run as for missing-image protocols
+            suite.real_missing = ("image",)
+        return data
     env_var = f"BENCH_{ds['name'].upper().replace('-', '_')}_ROOT"
     root = data_root or os.environ.get(env_var)
     if root:
@@ -302,16 +312,20 @@ def run_suite(
     backend: str = "optuna",
     storage: str | None = None,
     ray_address: str | None = None,
+    dataset: str | None = None,
 ) -> SuiteResult:
     """Run every method of ``suite``; searches go to ``backend`` (optuna | ray), kept in ``storage``."""
     t_start = time.perf_counter()
     check_backend(backend, storage, ray_address)
+    preflight(suite, out, backend=backend, storage=storage)  # --out, cache, storage, unreadable files: before any data
     dev = resolve_device(device)
     env = environment()
     suite_dir = out / suite.name
-    data = load_data(suite, data_root)
+    data = load_data(suite, data_root, dataset)
     prov = {"dataset": data.provenance.dataset, "source": data.provenance.source, "version": data.provenance.version,
             "checksum": data.provenance.checksum, "protocol_note": data.provenance.protocol_note}
+    # what each run is made with now; a finished run made otherwise is set aside and run again
+    reconcile(out, suite, lambda sp: run_fingerprint(suite, prov, sp), planned_specs(suite), force=force, say=_say)
     prep = prepare(data)
     loss = LossConfig.from_dict(suite.loss)
     if data.task != "binary" and loss.name != "ce":
@@ -371,7 +385,7 @@ def run_suite(
     for tab_name in suite.tabular_encoders:
         pending = [spec_of(st, tab_name, v[0], s, seed) for st in settings for v in variants
                    for s in suite.strategies for seed in suite.seeds]
-        if not force and all(is_done(run_dir(out, sp)) for sp in pending):
+        if not force and all(is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp)) for sp in pending):
             bar.update(len(pending))  # every run of this encoder pair is finished: nothing to load
             continue
         tab_spec = EncoderSpec("tabular_encoder", tab_name, {
@@ -381,7 +395,8 @@ def run_suite(
         pbar = tqdm(total=pretrain_steps(len(prep.train), pcfg), desc=f"pretrain {image_label}+{tab_name}", unit="step",
                     disable=not progress, leave=False, dynamic_ncols=True)
         img_enc, tab_enc, pinfo = pretrain_pair(
-            images=data.images, x_num=prep.tab.x_num, x_cat=prep.tab.x_cat, train_idx=prep.train,
+            images=data.images, x_num=prep.tab.x_num, x_cat=prep.tab.x_cat,
+            train_idx=prep.train if data.image_available is None else prep.train[data.image_available[prep.train]],
             image_spec=image_spec, tabular_spec=tab_spec, cfg=pcfg, seed=PRETRAIN_SEED,
             data_checksum=prov["checksum"], device=dev, progress=pbar)
         pbar.close()
@@ -397,7 +412,7 @@ def run_suite(
             proto = setting.proto
             specs_left = [spec_of(setting_name, tab_name, v[0], s, seed) for v in variants
                           for s in suite.strategies for seed in suite.seeds]
-            if not force and all(is_done(run_dir(out, sp)) for sp in specs_left):
+            if not force and all(is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp)) for sp in specs_left):
                 bar.update(len(specs_left))
                 continue
             # frozen features: computed once per (encoder checkpoint, dataset, protocol data), cached on disk
@@ -440,7 +455,7 @@ def run_suite(
                         profiles[key] = exc
                 for strategy in suite.strategies:
                     specs = [spec_of(setting_name, tab_name, label, strategy, seed) for seed in suite.seeds]
-                    todo = [sp for sp in specs if force or not is_done(run_dir(out, sp))]
+                    todo = [sp for sp in specs if force or not is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp))]
                     bar.update(len(specs) - len(todo))
                     if not todo:
                         continue
@@ -495,8 +510,9 @@ def run_suite(
     bar.close()
     from bench.leaderboard import write_leaderboard
 
-    reports = load_reports(suite_dir)
-    write_leaderboard(suite_dir, expected_seeds=suite.seeds)
+    plan_ids = [sp.run_id for sp in planned_specs(suite)]  # the leaderboard of this invocation's plan only
+    reports = load_reports(suite_dir, run_ids=plan_ids)
+    write_leaderboard(suite_dir, expected_seeds=suite.seeds, run_ids=plan_ids)
     return SuiteResult(suite_dir, reports, time.perf_counter() - t_start)
 
 
@@ -554,7 +570,8 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
                   "protocol": ctx.describe(), "warm_start": "frozen head of the same seed" if warm else "none"},
         environment=env, sweep=sweep)
     write_run(rd, report, {"spec": sp.__dict__, "hyperparameters": report.hyperparameters,
-                           "budget": suite.budget, "loss": suite.loss}, arrays)
+                           "budget": suite.budget, "loss": suite.loss}, arrays,
+              fingerprint=run_fingerprint(suite, prov, sp))
 
 
 def _profile(img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs, rconf, data, latency_cfg) -> dict:
@@ -608,6 +625,7 @@ class _RunContext:
         self.n = prep.data.n
         self.names = list(prep.tab.num_names) + list(prep.tab.cat_names)
         self.base = DataState(tab_pooled=feats.tab_pooled, tab_tokens=feats.tab_tokens, tab_rows=None,
+                              image_available=prep.data.image_available,  # real missing images (None: all present)
                               x_num=torch.as_tensor(self.proto.x_num), x_cat=torch.as_tensor(self.proto.x_cat))
         self.has_cat = self.proto.x_cat.shape[1] > 0
         self.fit_state = self.base
@@ -624,7 +642,11 @@ class _RunContext:
     def _state(self, cond: Condition, seed: int, rows: np.ndarray, role: str, start: DataState) -> DataState:
         state = dataclasses.replace(start)
         if cond.kind in ("image", "tabular"):
-            setattr(state, f"{cond.kind}_available", availability(self.n, rows, cond, seed, role))
+            avail = availability(self.n, rows, cond, seed, role)
+            real = self.base.image_available  # real missing images stay missing; tabular stays where no image
+            if real is not None:
+                avail = avail & real if cond.kind == "image" else avail | ~real
+            setattr(state, f"{cond.kind}_available", avail)
         elif cond.kind == "cells" and cond.rate > 0:
             mask = cell_mask(self.n, rows, self.names, cond, seed, role,
                              self.importance["ranking"] if self.importance else None)

@@ -18,10 +18,15 @@ half-written report behind.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
+import math
 import os
 import platform
+import shutil
 import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +74,8 @@ class RunReport:
     #: missingness protocols: {protocol: {test rate: metrics}} — the run tested under every test condition
     sweep: dict[str, dict[str, dict]] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    #: what produced the run (:mod:`bench.fingerprint`); empty in reports written before fingerprints
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
         s, p = self.spec, self.profile
@@ -94,21 +101,65 @@ class RunReport:
     def from_dict(cls, d: dict) -> RunReport:
         d = dict(d)
         d["spec"] = RunSpec(**d["spec"])
+        if not d.get("fingerprint"):  # written before fingerprints: render as before, byte for byte
+            d.pop("fingerprint", None)
         return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if not d["fingerprint"]:
+            del d["fingerprint"]
+        return d
+
+
+#: the pending renames of :func:`staged_writes` (root, [(tmp, final)]), or None outside one
+_STAGE: contextvars.ContextVar[tuple[Path, list] | None] = contextvars.ContextVar("bench_stage", default=None)
+
+
+@contextlib.contextmanager
+def staged_writes(root: Path):
+    """Atomic writes under ``root`` become visible together when the block ends, or not at all.
+
+    Inside the block :func:`atomic_write_text` / :func:`atomic_write_bytes` to a path under ``root``
+    write a temporary file beside it; the renames happen after the block succeeds (one rendering of a
+    leaderboard: ``results.csv``, ``leaderboard.md``, ``leaderboard.json``, figures). If the block
+    raises, the temporary files are removed and the previous outputs stay as they were, consistent.
+    """
+    if _STAGE.get() is not None:  # nested: the outer block commits
+        yield
+        return
+    pending: list[tuple[Path, Path]] = []
+    token = _STAGE.set((Path(root).resolve(), pending))
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _STAGE.reset(token)
+    for tmp, final in pending:
+        os.replace(tmp, final)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = _STAGE.get()
+    staged = stage is not None and Path(path).resolve().is_relative_to(stage[0])
+    tmp = path.with_name(path.name + (".staged" if staged else ".tmp"))
+    tmp.write_bytes(data)
+    if staged:
+        stage[1][:] = [(t, f) for t, f in stage[1] if t != tmp] + [(tmp, path)]
+    else:
+        os.replace(tmp, path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _write(path, text.encode())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    _write(path, data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -127,10 +178,6 @@ def _json_default(o: Any) -> Any:
 
 def run_dir(out: Path, spec: RunSpec) -> Path:
     return out / spec.suite / "runs" / spec.run_id
-
-
-def is_done(path: Path) -> bool:
-    return (path / "DONE").exists() and (path / "report.json").exists()
 
 
 FAILED = "FAILED"
@@ -152,34 +199,224 @@ def record_failure(path: Path, spec: RunSpec, exc: BaseException) -> str:
     return reason
 
 
-def load_failures(suite_dir: Path) -> list[dict]:
-    """Failed runs (``FAILED`` without a later ``DONE``) of a suite directory."""
+FINGERPRINT_FILE = "fingerprint.json"
+#: where unreadable run directories and files are moved (under the suite directory / the cache)
+CORRUPT_DIR = "corrupt"
+
+
+def stored_fingerprint(path: Path) -> dict:
+    """The fingerprint a run directory was written with (``{}`` when it has none or it is unreadable)."""
+    try:
+        fp = json.loads((path / FINGERPRINT_FILE).read_text())
+        return fp if isinstance(fp, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def is_done(path: Path, fingerprint: dict | None = None) -> bool:
+    """``DONE`` and ``report.json`` exist; with ``fingerprint``, the run was also made by the same
+    budget, data, suite definition, plug-ins and bench version (:mod:`bench.fingerprint`)."""
+    if not ((path / "DONE").exists() and (path / "report.json").exists()):
+        return False
+    return fingerprint is None or stored_fingerprint(path).get("digest") == fingerprint.get("digest")
+
+
+# ------------------------------------------------------------------------ which runs a rendering reads
+#: run ids the leaderboard of this invocation is made of (:func:`selected_runs`), or None for all
+_SELECTED: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("bench_selected", default=None)
+
+
+@contextlib.contextmanager
+def selected_runs(run_ids):
+    """Inside the block, :func:`load_reports` and :func:`load_failures` read only these run ids (this
+    invocation's plan), whatever else an earlier invocation left in the same ``--out``."""
+    token = _SELECTED.set(None if run_ids is None else frozenset(run_ids))
+    try:
+        yield
+    finally:
+        _SELECTED.reset(token)
+
+
+def _run_dirs(suite_dir: Path, run_ids=None) -> list[Path]:
+    ids = _SELECTED.get() if run_ids is None else frozenset(run_ids)
+    dirs = sorted(d for d in (suite_dir / "runs").glob("*") if d.is_dir())
+    return dirs if ids is None else [d for d in dirs if d.name in ids]
+
+
+# ------------------------------------------------------------------ unreadable files: named, set aside
+def warn(msg: str) -> None:
+    print(f"bench: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:160].rstrip(": ")
+
+
+def set_aside(path: Path, corrupt_dir: Path) -> Path:
+    """Move ``path`` (a file or a run directory) into ``corrupt_dir``; returns where it went."""
+    corrupt_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    dest = corrupt_dir / f"{path.name}.{stamp}"
+    n = 1
+    while dest.exists():
+        dest, n = corrupt_dir / f"{path.name}.{stamp}.{n}", n + 1
+    shutil.move(str(path), str(dest))
+    return dest
+
+
+def check_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def check_npz(path: Path) -> None:
+    with np.load(path, allow_pickle=False) as z:
+        for k in z.files:
+            z[k]  # reads and CRC-checks every member
+
+
+def check_torch_file(path: Path) -> None:
+    """A ``torch.save`` file (a zip archive): its directory and every member's CRC, without unpickling."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        bad = zf.testzip()
+        if bad is not None:
+            raise zipfile.BadZipFile(f"member {bad} fails its CRC check")
+
+
+def _check_run(d: Path) -> tuple[str, BaseException] | None:
+    """The first unreadable file of a run directory and why, else None."""
+    checks = [("report.json", lambda p: RunReport.from_dict(check_json(p))), ("config.json", check_json),
+              (FINGERPRINT_FILE, check_json), ("predictions.npz", check_npz), ("fusion_head.pt", check_torch_file)]
+    if not (d / "DONE").exists():
+        checks = [(FAILED, check_json)]
+    for name, check in checks:
+        if (d / name).exists():
+            try:
+                check(d / name)
+            except Exception as exc:  # noqa: BLE001 - any failure to read is the same problem
+                return name, exc
+    return None
+
+
+def check_suite_dir(suite_dir: Path, run_ids=None, *, say=warn) -> int:
+    """Find every unreadable file of a suite directory before anything reads it; returns how many.
+
+    A run directory with a truncated or garbage ``report.json``, ``predictions.npz``, ``config.json``,
+    ``fingerprint.json``, ``fusion_head.pt`` or ``FAILED`` is moved to ``<suite>/corrupt/`` (its run is
+    redone by the next ``bench run``); a finished run whose test metric is not finite is turned into a
+    failed run (retried too); an unreadable ``suite.json`` or saved search is moved aside (both are
+    rewritten). Each gets one line through ``say``; the rest of the suite and its leaderboard go on.
+    """
+    suite_dir = Path(suite_dir)
+    corrupt = suite_dir / CORRUPT_DIR
+    n = 0
+    for d in _run_dirs(suite_dir, run_ids):
+        bad = _check_run(d)
+        if bad is not None:
+            dest = set_aside(d, corrupt)
+            say(f"{d / bad[0]} is unreadable ({_why(bad[1])}); moved the run to {dest}, the next `bench run` redoes it")
+            n += 1
+            continue
+        if (d / "DONE").exists() and (d / "report.json").exists():
+            test = check_json(d / "report.json").get("test", {})
+            value = test.get("value") if isinstance(test, dict) else None
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                (d / "DONE").unlink()
+                atomic_write_json(d / FAILED, {
+                    "spec": check_json(d / "report.json")["spec"], "error": "NonFiniteMetric",
+                    "reason": f"NonFiniteMetric: test metric is {value!r}",
+                    "traceback": [], "created": datetime.now(UTC).isoformat(timespec="seconds")})
+                say(f"{d / 'report.json'} has a non-finite test metric ({value!r}); recorded the run as failed, "
+                    "the next `bench run` retries it")
+                n += 1
+    for f in [suite_dir / "suite.json", *sorted((suite_dir / "search").glob("*.json"))]:
+        if f.is_file():
+            try:
+                check_json(f)
+            except Exception as exc:  # noqa: BLE001
+                dest = set_aside(f, corrupt)
+                say(f"{f} is unreadable ({_why(exc)}); moved it to {dest} (it is rewritten by the next `bench run`)")
+                n += 1
+    return n
+
+
+def check_cache(root: Path, *, say=warn) -> int:
+    """Move unreadable pretraining and feature caches (``<cache>/pretrain|features/*.pt``) to
+    ``<cache>/corrupt/``, one line each; they are recomputed. Returns how many."""
+    n = 0
+    for f in sorted([*(root / "pretrain").glob("*.pt"), *(root / "features").glob("*.pt")]):
+        try:
+            check_torch_file(f)
+        except Exception as exc:  # noqa: BLE001
+            dest = set_aside(f, root / CORRUPT_DIR)
+            say(f"cache file {f} is unreadable ({_why(exc)}); moved it to {dest}, it is recomputed")
+            n += 1
+    return n
+
+
+_RENDERING: contextvars.ContextVar[bool] = contextvars.ContextVar("bench_rendering", default=False)
+
+
+def rendering_active() -> bool:
+    return _RENDERING.get()
+
+
+@contextlib.contextmanager
+def rendering(suite_dir: Path, run_ids=None):
+    """One rendering of a suite's leaderboard: unreadable files are named and set aside first
+    (:func:`check_suite_dir`), only ``run_ids`` are read (when given), and every output under the suite
+    directory is written together when the rendering succeeds, or none of them (:func:`staged_writes`)."""
+    check_suite_dir(Path(suite_dir), run_ids)
+    token = _RENDERING.set(True)
+    try:
+        with selected_runs(run_ids), staged_writes(suite_dir):
+            yield
+    finally:
+        _RENDERING.reset(token)
+
+
+def load_failures(suite_dir: Path, run_ids=None) -> list[dict]:
+    """Failed runs (``FAILED`` without a later ``DONE``) of a suite directory (of :func:`selected_runs`)."""
     out = []
-    for d in sorted((suite_dir / "runs").glob("*")):
+    for d in _run_dirs(suite_dir, run_ids):
         if (d / FAILED).exists() and not is_done(d):
-            out.append(json.loads((d / FAILED).read_text()))
+            try:
+                out.append(check_json(d / FAILED))
+            except (OSError, ValueError) as exc:
+                warn(f"{d / FAILED} is unreadable ({_why(exc)}); left out of the leaderboard")
     return out
 
 
-def write_run(path: Path, report: RunReport, config: dict, predictions: dict[str, np.ndarray]) -> None:
+def write_run(path: Path, report: RunReport, config: dict, predictions: dict[str, np.ndarray],
+              fingerprint: dict | None = None) -> None:
     if path.exists() and (path / "DONE").exists():
         (path / "DONE").unlink()
     if (path / FAILED).exists():
         (path / FAILED).unlink()
     path.mkdir(parents=True, exist_ok=True)
+    if fingerprint is not None:
+        report.fingerprint = fingerprint
+        atomic_write_json(path / FINGERPRINT_FILE, fingerprint)
     atomic_write_json(path / "config.json", config)
     tmp = path / "predictions.tmp.npz"
     np.savez_compressed(tmp, **predictions)
     os.replace(tmp, path / "predictions.npz")
-    atomic_write_json(path / "report.json", asdict(report))
+    atomic_write_json(path / "report.json", report.to_dict())
     atomic_write_text(path / "DONE", report.created + "\n")
 
 
-def load_reports(suite_dir: Path) -> list[RunReport]:
+def load_reports(suite_dir: Path, run_ids=None) -> list[RunReport]:
+    """Finished runs of a suite directory (of ``run_ids`` / :func:`selected_runs` when given); a report
+    that cannot be read is named in one line and left out."""
     reports = []
-    for d in sorted((suite_dir / "runs").glob("*")):
+    for d in _run_dirs(suite_dir, run_ids):
         if is_done(d):
-            reports.append(RunReport.from_dict(json.loads((d / "report.json").read_text())))
+            try:
+                reports.append(RunReport.from_dict(check_json(d / "report.json")))
+            except Exception as exc:  # noqa: BLE001
+                warn(f"{d / 'report.json'} is unreadable ({_why(exc)}); left out of the leaderboard")
     return reports
 
 

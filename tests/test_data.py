@@ -257,7 +257,7 @@ def test_ol3i_synthetic_schema_and_determinism():
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert not np.array_equal(a.images, c.images) and not np.allclose(a.x_num, c.x_num, equal_nan=True)
     assert a.provenance.checksum == b.provenance.checksum != c.provenance.checksum
-    assert a.provenance.source == "synthetic" and a.provenance.version == "ol3i-synth-v1"
+    assert a.provenance.source == "synthetic" and a.provenance.version == "ol3i-synth-v2"  # the default
     assert a.images.shape == (120, 1, 32, 32) and a.images.dtype == np.float32
     assert a.images.min() >= 0.0 and a.images.max() <= 1.0
     # 423 columns, exactly two of them binary and categorical

@@ -39,7 +39,9 @@ class MultimodalData:
     ``images`` is float32 ``[n, C, H, W]`` already scaled to [0, 1] (CT windowing applied);
     ``x_num`` is float32 with NaN for missing values; ``x_cat`` int64 category codes in
     ``[0, cardinality)`` (missing values get their own code); ``y`` int64 labels;
-    ``split`` an array of "train" / "val" / "test".
+    ``split`` an array of "train" / "val" / "test". ``image_available`` (bool ``[n]``, or None when
+    every sample has its image) marks real missing images: their rows of ``images`` are zeros and
+    they reach fusions as ``image_available=False`` in training and test alike.
     """
 
     images: np.ndarray
@@ -55,9 +57,15 @@ class MultimodalData:
     provenance: Provenance
     ids: np.ndarray | None = None
     class_names: list[str] | None = None
+    image_available: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.y)
+        if self.image_available is not None:
+            avail = np.asarray(self.image_available)
+            if avail.shape != (n,) or avail.dtype != bool:
+                raise ValueError(f"image_available must be a bool array of shape ({n},), got {avail.dtype} {avail.shape}")
+            self.image_available = None if avail.all() else avail
         for name in ("images", "x_num", "x_cat", "split"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} rows, labels have {n}")

@@ -43,7 +43,9 @@ import numpy as np
 import pandas as pd
 
 from bench.data.base import SPLITS, MultimodalData, Provenance, cached_npy, default_cache_dir, resolve_root
-from bench.data.ol3i import _read_csv, encode_categorical
+from bench.data.images import ImageReadError, read_photo
+from bench.data.tabular import encode_categorical
+from bench.data.tabular import read_table as _read_csv
 from bench.errors import DataError
 from bench.registry import register_dataset
 
@@ -155,20 +157,11 @@ def _locate_images(root: Path, names: list[str]) -> tuple[list[Path], str]:
 
 
 def _fill_images(paths: list[Path], size: int, out: np.ndarray) -> None:
-    from PIL import Image, UnidentifiedImageError
-
     for i, p in enumerate(paths):
         try:
-            with Image.open(p) as im:
-                im = im.convert("RGB")
-                if im.size != (size, size):
-                    im = im.resize((size, size), Image.Resampling.BILINEAR)
-                arr = np.asarray(im, dtype=np.float32)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(
-                f"cannot read image {p} ({type(exc).__name__}); re-download it or remove its advert"
-            ) from None
-        out[i] = arr.transpose(2, 0, 1) * np.float32(1 / 255)
+            out[i] = read_photo(p, size, "RGB")
+        except ImageReadError as exc:
+            raise DataError(f"{exc}; re-download it or remove its advert") from None
 
 
 def select_protocol_rows(

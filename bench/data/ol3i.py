@@ -41,12 +41,19 @@ import numpy as np
 import pandas as pd
 
 from bench.data.base import SPLITS, MultimodalData, Provenance, cached_npy, default_cache_dir, resolve_root
+from bench.data.images import HU_WINDOW, resize_batch, window_ct
+from bench.data.intensity import check_ct_hu
+from bench.data.tabular import MAX_TEXT_LEVELS, encode_categorical, read_table, table_to_features
+from bench.data.tabular import parse_splits as _parse_splits
 from bench.errors import DataError
 from bench.registry import register_dataset
 
 log = logging.getLogger(__name__)
 
-HU_WINDOW = (-125.0, 275.0)  # AMF-MedIT appendix A.1
+# the shared image and table helpers (bench.data.images, bench.data.tabular) stay importable from here
+__all__ = ["HU_WINDOW", "MAX_TEXT_LEVELS", "encode_categorical", "load_ol3i", "parse_labels", "parse_splits",
+           "resize_batch", "table_to_features", "window_ct"]
+
 SLICE_SHAPE = (512, 512)
 ENV_VAR = "BENCH_OL3I_ROOT"
 H5_NAME = "l3_slices.h5"
@@ -57,96 +64,7 @@ CACHE_FORMAT = "ol3i-images-v1"  # bump when the image preprocessing changes
 
 ID_COLUMNS = frozenset({"anon_id", "img_id", "mrn", "accession", "ct_date", "patient_id"})
 _TARGET_LIKE = re.compile(r"^(label|set)_\d+y$")
-_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _H5_ID_NAMES = ("anon_id", "anon_ids", "ids", "id", "keys")
-MAX_TEXT_LEVELS = 50
-
-
-def window_ct(hu, lo: float = HU_WINDOW[0], hi: float = HU_WINDOW[1]) -> np.ndarray:
-    """CT windowing of AMF-MedIT appendix A.1: clip HU to ``[lo, hi]`` and scale to [0, 1] (float32)."""
-    hu = np.asarray(hu, dtype=np.float32)
-    out = (hu - np.float32(lo)) * np.float32(1.0 / (hi - lo))
-    return np.clip(out, 0.0, 1.0, out=out)
-
-
-def resize_batch(x: np.ndarray, size: int) -> np.ndarray:
-    """Resize ``[B, C, H, W]`` float32 to ``[B, C, size, size]`` (antialiased bilinear)."""
-    if x.shape[-2:] == (size, size):
-        return np.ascontiguousarray(x, dtype=np.float32)
-    import torch
-    import torch.nn.functional as F
-
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    out = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.clamp_(0.0, 1.0).numpy()
-
-
-# --------------------------------------------------------------------------------------------
-# tabular helpers (also used by the DVM adapter)
-
-
-def encode_categorical(values: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """Codes in ``[0, cardinality)``: sorted levels first, then one extra code for missing values."""
-    nonnull = values.dropna()
-    levels = list(pd.unique(nonnull))
-    try:
-        levels = sorted(levels)
-    except TypeError:  # mixed types: order by text
-        levels = sorted(levels, key=str)
-    lookup = {v: i for i, v in enumerate(levels)}
-    codes = np.full(len(values), len(levels), dtype=np.int64)
-    mask = values.notna().to_numpy()
-    codes[mask] = [lookup[v] for v in values[mask]]
-    names = [str(v) for v in levels]
-    if not mask.all():
-        names.append("<missing>")
-    return codes, names
-
-
-def table_to_features(df: pd.DataFrame, columns: list[str], *, source: str) -> dict:
-    """Split ``columns`` of ``df`` into numeric (float32, NaN kept) and categorical (int64 codes)."""
-    num_names, cat_names, num_cols, cat_cols, levels, dropped = [], [], [], [], {}, []
-    for col in columns:
-        s = df[col]
-        nonnull = s.dropna()
-        n_distinct = nonnull.nunique()
-        numeric = None
-        if pd.api.types.is_bool_dtype(s.dtype):
-            numeric = None
-        elif pd.api.types.is_numeric_dtype(s.dtype):
-            numeric = s.astype("float64")
-        else:
-            parsed = pd.to_numeric(nonnull, errors="coerce")
-            if parsed.notna().all():
-                numeric = pd.to_numeric(s, errors="coerce").astype("float64")
-        if n_distinct == 2 or (numeric is None and n_distinct <= MAX_TEXT_LEVELS):
-            codes, names = encode_categorical(s if numeric is None else numeric)
-            cat_names.append(col)
-            cat_cols.append(codes)
-            levels[col] = names
-        elif numeric is not None:
-            num_names.append(col)
-            num_cols.append(numeric.to_numpy(dtype=np.float64))
-        else:
-            dropped.append(col)
-            log.warning(
-                "%s: column %r has %d text levels and looks like an identifier; dropped",
-                source,
-                col,
-                n_distinct,
-            )
-    n = len(df)
-    x_num = np.stack(num_cols, axis=1).astype(np.float32) if num_cols else np.zeros((n, 0), np.float32)
-    x_cat = np.stack(cat_cols, axis=1).astype(np.int64) if cat_cols else np.zeros((n, 0), np.int64)
-    return {
-        "x_num": x_num,
-        "x_cat": x_cat,
-        "num_names": num_names,
-        "cat_names": cat_names,
-        "cat_cardinalities": [len(levels[c]) for c in cat_names],
-        "cat_levels": levels,
-        "dropped_columns": dropped,
-    }
 
 
 def _file_sha(h: hashlib._Hash, path: Path) -> None:
@@ -156,15 +74,7 @@ def _file_sha(h: hashlib._Hash, path: Path) -> None:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, low_memory=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"cannot parse {path}: {first}; it must be a comma-separated table with a header row"
-        ) from None
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
+    return read_table(path)
 
 
 def _same(a: pd.Series, b: pd.Series) -> bool:
@@ -239,16 +149,7 @@ def parse_labels(df: pd.DataFrame, source: str) -> np.ndarray:
 
 
 def parse_splits(values: pd.Series, source: str, column: str = SPLIT_COL) -> np.ndarray:
-    norm = values.astype("object").map(
-        lambda v: _SPLIT_ALIASES.get(str(v).strip().lower()) if pd.notna(v) else None
-    )
-    bad = norm.isna()
-    if bad.any():
-        unknown = sorted({str(v) for v in values[bad]})[:5]
-        raise DataError(
-            f"{source}: {int(bad.sum())} rows have an unknown {column} value ({', '.join(unknown)}); use train, val or test"
-        )
-    return norm.to_numpy(dtype=object).astype(str)
+    return _parse_splits(values, source, column)
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,6 +221,7 @@ def _fill_images(
             raw = np.stack(
                 [np.asarray(f[k][()] if r is None else f[k][r]).reshape(SLICE_SHAPE) for k, r in chunk]
             )
+            check_ct_hu(raw, [k if r is None else f"{k}[{r}]" for k, r in chunk], h5_path.name)  # before any cache write
             hu = window_ct(raw)[:, None]
             out[start : start + len(chunk)] = resize_batch(hu, image_size)
 

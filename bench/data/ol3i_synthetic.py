@@ -1,22 +1,29 @@
 """Synthetic OL3I replica: CT-like L3 slices + a 423-column EHR table + 1-year IHD labels.
 
 Deterministic from ``seed`` (numpy ``Generator``); the *structure* of the generator (column list,
-per-column prevalences and loadings) is fixed by :data:`GENERATOR_VERSION` and does not depend on
-the seed. The full generative model, with its equations, is in ``datasets/ol3i-synthetic.md``.
+per-column prevalences and loadings) is fixed by the generator version (:data:`VERSIONS`) and does
+not depend on the seed. The full generative model, with its equations, is in
+``datasets/ol3i-synthetic.md``.
 
 Design in one paragraph: each patient has latent variables -- age, sex, smoking, comorbidity
 burden ``f``, cardiometabolic risk ``cm``, adiposity ``adp``, healthcare utilisation ``u`` -- that
 drive the table (demographics, labs with panel-wise missingness, zero-inflated ATC / ICD-chapter /
 CPT-group counts) and the image (body habitus, subcutaneous and visceral fat, muscle size and
 density, bone density, aortic calcification). Three further latents are *only* rendered in the
-image (visceral fat excess ``e_v``, muscle quality ``e_m``, calcification excess ``e_c``). The
-1-year IHD logit is linear in all of them, age strongest; the intercept is set so that the
-positive rate matches OL3I's 355 / 8,139 (4.36 %). Image and table are therefore complementary.
+image (visceral fat excess ``e_v``, muscle quality ``e_m``, calcification excess ``e_c``). In
+``ol3i-synth-v1`` the 1-year IHD logit is linear in all of them (so concatenation is Bayes-correct);
+``ol3i-synth-v2`` (the default) adds a balanced table-only factor ``s`` (shown by the ATC ``C10``
+column) and a logit with redundant, modality-unique and synergistic parts, the synergy being the
+sign flip ``gamma * e_v * (2 s - 1)`` that no additive model recovers (:data:`RISK_V2`,
+:data:`SYNERGY_V2`). :func:`ceilings` / :func:`ceiling_scores` give the Bayes, additive,
+table-only and image-only ceilings. The intercept is set so that the positive rate matches OL3I's
+355 / 8,139 (4.36 %).
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +33,9 @@ from bench.data.ol3i import window_ct
 from bench.errors import DataError
 from bench.registry import register_dataset
 
-GENERATOR_VERSION = "ol3i-synth-v1"
+VERSIONS = {"v1": "ol3i-synth-v1", "v2": "ol3i-synth-v2"}
+DEFAULT_VERSION = "v2"
+GENERATOR_VERSION = VERSIONS[DEFAULT_VERSION]  # the default generator version
 _SCHEMA_SEED = 20230101  # fixes the column structure of this generator version
 N_FEATURES = 423
 REAL_N = 8139
@@ -215,13 +224,43 @@ def _logit(p):
 # IHD logit coefficients (per unit of each latent; latents are ~standard normal, sex/smoker 0/1)
 RISK = {"za": 0.9, "male": 0.3, "smoker": 0.45, "f": 0.4, "cm": 0.5, "e_c": 0.5, "e_v": 0.35, "e_m": -0.35}
 
+# v2: main effects of the label logit, grouped by which modality shows the latent (see the card).
+# redundant (table and image): za, male, adp, cm; table-only: smoker, f, s; image-only: e_m, e_c.
+RISK_V2 = {
+    "za": 0.6,
+    "male": 0.25,
+    "adp": 0.15,
+    "cm": 0.3,
+    "smoker": 0.35,
+    "f": 0.25,
+    "s": 0.0,
+    "e_m": -0.35,
+    "e_c": 0.35,
+    "e_v": 0.0,
+}
+# v2 synergy: + gamma * e_v * (2 s - 1), e_v image-only (visceral fat), s table-only (ATC C10 prescriptions)
+SYNERGY_V2 = {"gamma": 1.8, "image": "e_v", "table": "s"}
+S_PREVALENCE = 0.5  # P(s = 1); balanced, so the sign-flip term has no main effect in the logit
+S_COLUMN = "C10"  # the table column that shows s in v2 (any C10 prescription iff s = 1)
 
-def simulate(n: int = REAL_N, seed: int = 0) -> dict:
-    """Latent variables, the table and the labels (no images). Public for analysis and tests."""
-    rng = np.random.default_rng([seed, 1])
+
+def _version(version: str) -> str:
+    """The generator version string for ``version`` ("v1", "v2" or the full name)."""
+    tag = VERSIONS.get(version, version) if isinstance(version, str) else version
+    if tag not in VERSIONS.values():
+        raise DataError(
+            f"unknown OL3I replica version {version!r}; use one of {sorted(VERSIONS)} (v1 reproduces old leaderboards)"
+        )
+    return tag
+
+
+def _draw_latents(rng: np.random.Generator, n: int, tag: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Latent patient variables and the age in years (v1 draws are unchanged bit for bit)."""
     lat: dict[str, np.ndarray] = {}
-    age = np.clip(rng.normal(60.0, 14.0, n), 18.0, 95.0)
-    lat["za"] = (age - 60.0) / 14.0
+    raw_age = rng.normal(60.0, 14.0, n)
+    age = np.clip(raw_age, 18.0, 95.0)
+    # v1 standardises the clipped age; v2 keeps the unclipped draw so za is exactly N(0, 1)
+    lat["za"] = (age - 60.0) / 14.0 if tag == VERSIONS["v1"] else (raw_age - 60.0) / 14.0
     lat["male"] = (rng.random(n) < 0.48).astype(float)
     lat["smoker"] = (rng.random(n) < 0.11 + 0.06 * lat["male"]).astype(float)
     mc = lat["male"] - 0.48
@@ -231,8 +270,14 @@ def simulate(n: int = REAL_N, seed: int = 0) -> dict:
     lat["u"] = np.exp(0.5 * rng.normal(size=n) + 0.25 * lat["f"])
     for k in ("e_v", "e_m", "e_c"):
         lat[k] = rng.normal(size=n)
+    if tag != VERSIONS["v1"]:
+        lat["s"] = (rng.random(n) < S_PREVALENCE).astype(float)
+    return lat, age
 
-    # --- image parameters (rendered by _render) ---
+
+def _image_params(rng: np.random.Generator, lat: dict[str, np.ndarray], n: int) -> dict:
+    """What the renderer receives, from the latents (same equations in v1 and v2)."""
+    mc = lat["male"] - 0.48
     img = {}
     img["bmi"] = np.clip(27.5 + 5.0 * lat["adp"] + 0.8 * mc + 1.0 * rng.normal(size=n), 15.0, 60.0)
     img["sat"] = 0.03 + 0.12 * _sigmoid(
@@ -252,6 +297,44 @@ def simulate(n: int = REAL_N, seed: int = 0) -> dict:
     img["contrast"] = rng.random(n) < 0.5
     img["aorta_hu"] = np.where(img["contrast"], rng.uniform(140, 260, n), rng.uniform(30, 50, n))
     img["pose"] = rng.normal(0, 1, (n, 3))  # small shifts / rotation of the layout
+    return img
+
+
+def _logit_no_intercept(lat: dict[str, np.ndarray], tag: str) -> np.ndarray:
+    """The label logit without its intercept: additive (v1) or additive + synergy (v2)."""
+    if tag == VERSIONS["v1"]:
+        return sum(w * lat[k] for k, w in RISK.items())
+    logit = sum(w * lat[k] for k, w in RISK_V2.items())
+    return logit + SYNERGY_V2["gamma"] * lat[SYNERGY_V2["image"]] * (2.0 * lat[SYNERGY_V2["table"]] - 1.0)
+
+
+def _draw_labels(rng: np.random.Generator, logit: np.ndarray) -> tuple[np.ndarray, float]:
+    """Labels with exactly round(n * 355/8139) positives; the intercept is set per draw."""
+    n = len(logit)
+    u = rng.random(n)
+    threshold = _logit(np.clip(u, 1e-12, 1 - 1e-12)) - logit  # y = 1 iff intercept > threshold
+    n_pos = int(round(POSITIVE_RATE * n))
+    order = np.sort(threshold)
+    if n_pos == 0:
+        b0 = order[0] - 1.0
+    elif n_pos >= n:
+        b0 = order[-1] + 1.0
+    else:
+        b0 = 0.5 * (order[n_pos - 1] + order[n_pos])
+    return (threshold < b0).astype(np.int64), float(b0)
+
+
+def simulate(n: int = REAL_N, seed: int = 0, version: str = DEFAULT_VERSION) -> dict:
+    """Latent variables, the table and the labels (no images). Public for analysis and tests.
+
+    ``version`` is "v1" (additive logit, the old leaderboards) or "v2" (redundancy, uniqueness and
+    an image x table synergy; the default). The dict also holds ``version`` (the generator string).
+    """
+    tag = _version(version)
+    rng = np.random.default_rng([seed, 1])
+    lat, age = _draw_latents(rng, n, tag)
+    mc = lat["male"] - 0.48
+    img = _image_params(rng, lat, n)
 
     # --- table ---
     sch = _schema()
@@ -326,6 +409,8 @@ def simulate(n: int = REAL_N, seed: int = 0) -> dict:
     any_count &= ~((sex_only > 0) & (lat["male"][:, None] == 0)) & ~(
         (sex_only < 0) & (lat["male"][:, None] == 1)
     )
+    if tag != VERSIONS["v1"]:  # v2: the table-only factor s decides whether any C10 was prescribed
+        any_count[:, sch["names"].index(S_COLUMN)] = lat["s"] == 1
     mean = sch["mean_extra"][None, :] * np.sqrt(lat["u"])[:, None]
     shape = 1.5
     extra = rng.poisson(rng.gamma(shape, mean / shape))
@@ -337,18 +422,8 @@ def simulate(n: int = REAL_N, seed: int = 0) -> dict:
     x_cat = np.stack([lat["male"], lat["smoker"]], axis=1).astype(np.int64)
 
     # --- label ---
-    logit = sum(w * lat[k] for k, w in RISK.items())
-    u = rng.random(n)
-    threshold = _logit(np.clip(u, 1e-12, 1 - 1e-12)) - logit  # y = 1 iff intercept > threshold
-    n_pos = int(round(POSITIVE_RATE * n))
-    order = np.sort(threshold)
-    if n_pos == 0:
-        b0 = order[0] - 1.0
-    elif n_pos >= n:
-        b0 = order[-1] + 1.0
-    else:
-        b0 = 0.5 * (order[n_pos - 1] + order[n_pos])
-    y = (threshold < b0).astype(np.int64)
+    logit = _logit_no_intercept(lat, tag)
+    y, b0 = _draw_labels(rng, logit)
     split = _stratified_split(y, rng)
     return {
         "latents": lat,
@@ -360,8 +435,281 @@ def simulate(n: int = REAL_N, seed: int = 0) -> dict:
         "y": y,
         "split": split,
         "risk_logit": logit + b0,
-        "intercept": float(b0),
+        "intercept": b0,
+        "version": tag,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# ceilings: the best AUC each information set allows (see "Ceilings" in datasets/ol3i-synthetic.md)
+
+CEILINGS = ("bayes", "additive", "table_only", "image_only")
+# Standard-normal basis of the continuous latents: za, f = 0.4 za + sqrt(0.84) zf,
+# cm = 0.45 za + 0.3 m + 0.85 zcm, adp, e_v, e_m, e_c and the bone-density noise.
+_BASIS = ("za", "zf", "zcm", "adp", "e_v", "e_m", "e_c", "e_bone")
+_GH_NODES = 32
+_ADDITIVE_N = 200_000
+_ADDITIVE_SEED = 20240601
+# large_sample_ceilings(version) with its defaults (n = 200,000, seed 12345); a test re-derives them
+LARGE_SAMPLE_CEILINGS = {
+    "ol3i-synth-v1": {"bayes": 0.8519, "additive": 0.8519, "table_only": 0.8207, "image_only": 0.801},
+    "ol3i-synth-v2": {"bayes": 0.9023, "additive": 0.8207, "table_only": 0.7013, "image_only": 0.7864},
+}
+
+
+def _risk_coefs(tag: str) -> tuple[dict[str, float], float]:
+    """(main-effect coefficients, synergy gamma) of a generator version."""
+    if tag == VERSIONS["v1"]:
+        return dict(RISK), 0.0
+    return dict(RISK_V2), float(SYNERGY_V2["gamma"])
+
+
+def _configs(tag: str) -> list[tuple[float, float, float]]:
+    """The discrete latent configurations (male, smoker, s); v1 has no s (fixed at 0)."""
+    ss = (0.0,) if tag == VERSIONS["v1"] else (0.0, 1.0)
+    return [(m, sm, s) for m in (0.0, 1.0) for sm in (0.0, 1.0) for s in ss]
+
+
+def _log_prior(tag: str, d: tuple[float, float, float]) -> float:
+    m, sm, s = d
+    p_sm = 0.11 + 0.06 * m
+    lp = math.log(0.48 if m else 0.52) + math.log(p_sm if sm else 1 - p_sm)
+    if tag != VERSIONS["v1"]:
+        lp += math.log(S_PREVALENCE if s else 1 - S_PREVALENCE)
+    return lp
+
+
+def _eta_affine(tag: str, d: tuple[float, float, float], b0: float) -> tuple[float, np.ndarray]:
+    """The label logit in configuration ``d`` as ``c + w . z`` over :data:`_BASIS`."""
+    beta, gamma = _risk_coefs(tag)
+    m, sm, s = d
+    mc = m - 0.48
+    b = lambda k: beta.get(k, 0.0)  # noqa: E731
+    c = b0 + b("male") * m + b("smoker") * sm + b("s") * s + 0.3 * mc * b("cm")
+    w = np.zeros(len(_BASIS))
+    w[0] = b("za") + 0.4 * b("f") + 0.45 * b("cm")
+    w[1] = math.sqrt(0.84) * b("f")
+    w[2] = 0.85 * b("cm")
+    w[3] = b("adp")
+    w[4] = b("e_v") + gamma * (2.0 * s - 1.0)
+    w[5] = b("e_m")
+    w[6] = b("e_c")
+    return c, w
+
+
+def _obs_affine(info: str, d: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """What an information set observes, as ``h(d) + H z``: table latents or image parameters."""
+    m, sm, _ = d
+    mc = m - 0.48
+    e = np.eye(len(_BASIS))
+    za, zf, zcm, adp, ev, em, ec, eb = e
+    f = 0.4 * za + math.sqrt(0.84) * zf
+    cm = 0.45 * za + 0.85 * zcm  # + 0.3 mc in h
+    if info == "table":  # za, f, cm, adp
+        return np.array([0.0, 0.0, 0.3 * mc, 0.0]), np.stack([za, f, cm, adp])
+    # image: logit(vff), muscle health, adp, calcification burden, trabecular bone HU
+    h = np.array(
+        [-0.9 + 0.5 * mc + 0.15 * 0.3 * mc, 0.3 * mc, 0.0, 0.2 * sm + 0.15 * 0.3 * mc, 210.0 + 8.0 * mc]
+    )
+    rows = [
+        0.45 * adp + 0.15 * za + 0.15 * cm + 0.8 * ev,
+        -0.15 * za - 0.15 * f + 0.9 * em,
+        adp,
+        0.25 * za + 0.15 * cm + 0.9 * ec,
+        -8.0 * za + 30.0 * eb,
+    ]
+    return h, np.stack(rows)
+
+
+def _observed(sim: dict, info: str) -> np.ndarray:
+    """The observed values of an information set for every sample, ``[n, k]``."""
+    lat, img = sim["latents"], sim["image_params"]
+    if info == "table":
+        return np.stack([lat["za"], lat["f"], lat["cm"], lat["adp"]], axis=1)
+    return np.stack(
+        [
+            _logit(np.asarray(img["vff"], dtype=np.float64)),
+            np.log(img["muscle_scale"]) / 0.12,
+            lat["adp"],
+            img["calc_burden"],
+            img["bone_hu"],
+        ],
+        axis=1,
+    )
+
+
+def _gauss_sigmoid(mean: np.ndarray, var: float) -> tuple[np.ndarray, np.ndarray]:
+    """(E sigma(X), E sigma(-X)) for X ~ N(mean, var), by Gauss-Hermite quadrature."""
+    from scipy.special import expit
+
+    x, w = np.polynomial.hermite.hermgauss(_GH_NODES)
+    w = w / math.sqrt(math.pi)
+    t = mean[:, None] + math.sqrt(2.0 * max(var, 0.0)) * x[None, :]
+    return expit(t) @ w, expit(-t) @ w
+
+
+def _posterior_logit(sim: dict, info: str) -> np.ndarray:
+    """logit P(y = 1 | information set) for every sample, exact up to quadrature.
+
+    ``table``: all table-visible latents (za, male, smoker, f, cm, adp, s) observed, e_v, e_m, e_c
+    integrated out. ``image``: the image parameters observed (they determine sex, adp, logit vff,
+    muscle health, calcification burden, bone HU), everything else integrated out; the discrete
+    latents the image does not show (smoker, s) by their posterior weights.
+    """
+    tag, lat, b0 = sim["version"], sim["latents"], sim["intercept"]
+    n = len(sim["y"])
+    o = _observed(sim, info)
+    own = (lat["male"], lat["smoker"], lat.get("s", np.zeros(n)))
+    known = (0, 1, 2) if info == "table" else (0,)
+    configs = _configs(tag)
+    lpost = np.full((len(configs), n), -np.inf)
+    e1, e0 = np.zeros((len(configs), n)), np.zeros((len(configs), n))
+    for j, d in enumerate(configs):
+        rows = np.flatnonzero(np.all([own[i] == d[i] for i in known], axis=0))
+        h, hm = _obs_affine(info, d)
+        s_inv = np.linalg.inv(hm @ hm.T)
+        gain = hm.T @ s_inv  # [basis, k]: E[z | o] = gain (o - h)
+        r = o[rows] - h[None, :]
+        c, w = _eta_affine(tag, d, b0)
+        var = float(w @ (np.eye(len(_BASIS)) - gain @ hm) @ w)
+        e1[j, rows], e0[j, rows] = _gauss_sigmoid(c + r @ (gain.T @ w), var)
+        lpost[j, rows] = _log_prior(tag, d) - 0.5 * np.einsum("ik,kl,il->i", r, s_inv, r)
+    post = np.exp(lpost - lpost.max(axis=0))
+    return np.log((post * e1).sum(axis=0)) - np.log((post * e0).sum(axis=0))
+
+
+def _additive_features(lat: dict[str, np.ndarray], tag: str) -> np.ndarray:
+    """Main-effects design: intercept, each binary latent, and x, x^2, |x| of each continuous one."""
+    beta, _ = _risk_coefs(tag)
+    cols = [np.ones(len(lat["za"]))]
+    for k in ("male", "smoker", "s", "za", "f", "cm", "adp", "e_v", "e_m", "e_c"):
+        if k not in lat or (k == "s" and tag == VERSIONS["v1"]):
+            continue
+        x = lat[k]
+        cols += [x] if k in ("male", "smoker", "s") else [x, x * x, np.abs(x)]
+    return np.stack(cols, axis=1)
+
+
+@lru_cache(maxsize=16)
+def _additive_coefs(tag: str, b0: float) -> np.ndarray:
+    """Population main-effects logistic fit: IRLS on a large fixed draw with targets sigma(logit)."""
+    from scipy.special import expit, log_expit
+
+    rng = np.random.default_rng([_ADDITIVE_SEED, 4])
+    lat, _ = _draw_latents(rng, _ADDITIVE_N, tag)
+    p = expit(_logit_no_intercept(lat, tag) + b0)
+    x = _additive_features(lat, tag)
+
+    def loglik(c):
+        t = x @ c
+        return float(p @ log_expit(t) + (1 - p) @ log_expit(-t))
+
+    coef = np.zeros(x.shape[1])
+    coef[0] = _logit(p.mean())
+    ll = loglik(coef)
+    for _ in range(100):  # Newton with step halving (the expected log-likelihood is concave)
+        q = expit(x @ coef)
+        hess = (x * (q * (1 - q))[:, None]).T @ x + 1e-9 * len(p) * np.eye(x.shape[1])
+        step = np.linalg.solve(hess, x.T @ (p - q))
+        for _ in range(30):
+            new_ll = loglik(coef + step)
+            if new_ll >= ll - 1e-12 * abs(ll):
+                break
+            step /= 2
+        coef, ll = coef + step, new_ll
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    return coef
+
+
+def ceiling_scores(sim: dict) -> dict[str, np.ndarray]:
+    """Per-sample logits of the four ceilings for a :func:`simulate` draw, float64 ``[n]`` each.
+
+    ``bayes``: the true logit; ``additive``: the best main-effects logistic model of the latents;
+    ``table_only`` / ``image_only``: logit P(y = 1 | what that modality's generator sees). Rank
+    them like model logits (e.g. write them as the predictions of ceiling rows).
+    """
+    if not isinstance(sim, dict) or not {"latents", "image_params", "intercept", "y"} <= set(sim):
+        raise DataError(
+            "ceilings need the dict returned by simulate(n, seed, version); pass that dict, not a MultimodalData"
+        )
+    sim = {**sim, "version": _version(sim.get("version", VERSIONS["v1"]))}
+    tag = sim["version"]
+    return {
+        "bayes": np.asarray(sim["risk_logit"], dtype=np.float64),
+        "additive": _additive_features(sim["latents"], tag) @ _additive_coefs(tag, float(sim["intercept"])),
+        "table_only": _posterior_logit(sim, "table"),
+        "image_only": _posterior_logit(sim, "image"),
+    }
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    """Rank (Mann-Whitney) AUC with midranks; None when a class is absent."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return None
+    r = rankdata(score)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def ceilings(sim: dict, idx=None) -> dict[str, float | None]:
+    """AUC of each ceiling on the samples ``idx`` of a :func:`simulate` draw.
+
+    ``idx``: None (all samples), a split name ("train", "val", "test"), a boolean mask or indices.
+    Returns {"bayes", "additive", "table_only", "image_only"} -> AUC (None when a class is absent).
+    """
+    scores = ceiling_scores(sim)
+    y = np.asarray(sim["y"])
+    if idx is None:
+        sel = np.arange(len(y))
+    elif isinstance(idx, str):
+        if idx not in ("train", "val", "test"):
+            raise DataError(
+                f"unknown split {idx!r} for ceilings; use 'train', 'val', 'test', a mask or indices"
+            )
+        sel = np.flatnonzero(np.asarray(sim["split"]) == idx)
+    else:
+        sel = np.asarray(idx)
+        if sel.dtype == bool:
+            if sel.shape != y.shape:
+                raise DataError(
+                    f"ceilings mask has shape {sel.shape}, expected {y.shape}; pass one bool per sample"
+                )
+            sel = np.flatnonzero(sel)
+        elif sel.dtype.kind not in "iu" or (sel.size and (sel.min() < -len(y) or sel.max() >= len(y))):
+            raise DataError(
+                f"ceilings idx must be integer indices in [0, {len(y)}) or a bool mask; got dtype {sel.dtype}"
+            )
+    return {k: _auc(y[sel], v[sel]) for k, v in scores.items()}
+
+
+def large_sample_ceilings(
+    version: str = DEFAULT_VERSION, n: int = 200_000, seed: int = 12345
+) -> dict[str, float]:
+    """Ceiling AUCs on a large draw of the generator (latents, image parameters, labels; no table).
+
+    The numbers in the dataset card's ceiling table come from this function with its defaults.
+    """
+    tag = _version(version)
+    if not isinstance(n, int) or n < 1000:
+        raise DataError(f"large_sample_ceilings needs an integer n >= 1000, got {n!r}")
+    rng = np.random.default_rng([seed, 3])
+    lat, _ = _draw_latents(rng, n, tag)
+    img = _image_params(rng, lat, n)
+    logit = _logit_no_intercept(lat, tag)
+    y, b0 = _draw_labels(rng, logit)
+    sim = {
+        "latents": lat,
+        "image_params": img,
+        "y": y,
+        "risk_logit": logit + b0,
+        "intercept": b0,
+        "version": tag,
+    }
+    return {k: round(v, 4) for k, v in ceilings(sim).items()}
 
 
 def _split_sizes(n: int) -> dict[str, int]:
@@ -527,16 +875,28 @@ def _render(img: dict, lo: int, hi: int, size: int, seed: int) -> np.ndarray:
 
 @register_dataset("ol3i-synthetic")
 def make_ol3i_synthetic(
-    *, n: int = REAL_N, image_size: int = 64, seed: int = 0, cache_dir: str | Path | None = None, **_
+    *,
+    n: int = REAL_N,
+    image_size: int = 64,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    version: str = DEFAULT_VERSION,
+    **_,
 ) -> MultimodalData:
-    """OL3I synthetic replica: CT-like L3 slices + 423 EHR columns, 1-year IHD (~4.4 %)."""
+    """OL3I synthetic replica: CT-like L3 slices + 423 EHR columns, 1-year IHD (~4.4 %).
+
+    ``version``: "v2" (default; redundancy, uniqueness and an image x table synergy) or "v1"
+    (additive logit; reproduces old leaderboards bit for bit). ``provenance.details["ceilings"]``
+    holds the ceiling AUCs on this draw's test split and the version's large-sample ceilings.
+    """
+    tag = _version(version)
     if not isinstance(n, int) or n < 30:
         raise DataError(
             f"n must be an integer >= 30 for the OL3I replica (it needs positives in every split), got {n!r}"
         )
     if not isinstance(image_size, int) or not 16 <= image_size <= 1024:
         raise DataError(f"image_size must be an integer in [16, 1024], got {image_size!r}")
-    sim = simulate(n, seed)
+    sim = simulate(n, seed, tag)
     shape = (n, 1, image_size, image_size)
 
     def fill(out: np.ndarray, batch: int = max(8, 400_000 // (image_size * image_size))) -> None:
@@ -544,13 +904,13 @@ def make_ol3i_synthetic(
             hi = min(n, lo + batch)
             out[lo:hi] = _render(sim["image_params"], lo, hi, image_size, seed)
 
-    cache = default_cache_dir("ol3i-synthetic", cache_dir) / f"{GENERATOR_VERSION}_n{n}_s{seed}_{image_size}px.npy"
+    cache = default_cache_dir("ol3i-synthetic", cache_dir) / f"{tag}_n{n}_s{seed}_{image_size}px.npy"
     images = render_images(shape, fill, cache)
     y, split = sim["y"], sim["split"]
     provenance = Provenance(
         dataset="ol3i-synthetic",
         source="synthetic",
-        version=GENERATOR_VERSION,
+        version=tag,
         checksum=checksum_arrays(sim["x_num"], sim["x_cat"], y, np.asarray(images[: min(n, 64)])),
         protocol_note="synthetic replica of OL3I 1-year IHD (423 EHR columns, L3 CT-like slices); see datasets/ol3i-synthetic.md",
         details={
@@ -560,6 +920,11 @@ def make_ol3i_synthetic(
             "intercept": sim["intercept"],
             "n_per_split": {s: int((split == s).sum()) for s in ("train", "val", "test")},
             "positives_per_split": {s: int(y[split == s].sum()) for s in ("train", "val", "test")},
+            "ceilings": {
+                "test": {k: (None if v is None else round(v, 4)) for k, v in ceilings(sim, "test").items()},
+                "large_sample": dict(LARGE_SAMPLE_CEILINGS[tag]),
+                "definition": "AUC of the Bayes logit, best additive model, P(y|table latents), P(y|image parameters); see datasets/ol3i-synthetic.md",
+            },
         },
     )
     return MultimodalData(
