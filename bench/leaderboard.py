@@ -479,8 +479,8 @@ PUBLISHED_DIGITS = 6
 
 def published_precision(obj: Any, digits: int = PUBLISHED_DIGITS) -> Any:
     """``obj`` with every float rounded to ``digits`` significant digits (recursively; ints, bools, str kept)."""
-    if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}") if np.isfinite(obj) else obj
+    if isinstance(obj, float):  # NaN / inf are published as null (strict JSON)
+        return float(f"{obj:.{digits}g}") if np.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: published_precision(v, digits) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -52,6 +52,7 @@ from bench.protocols import (
     missingness_plan,
 )
 from bench.registry import get
+from bench.reference import write_reference_runs
 from bench.results import (
     RunReport,
     RunSpec,
@@ -299,6 +300,7 @@ class SuiteResult:
     suite_dir: Path
     reports: list[RunReport]
     seconds: float
+    run_ids: list[str] = dataclasses.field(default_factory=list)  # this invocation's runs, reference rows included
 
 
 def run_suite(
@@ -378,6 +380,11 @@ def run_suite(
     needs_tab_tokens = any(getattr(get("fusion", base), "needs_tabular_tokens", False) for _, base, _ in variants)
 
     searched: set[tuple] = set()  # the search keys searched by this invocation
+    # reference rows (bench.reference): classical models on the table (+ each pair's image features), ceilings
+    reference_models = bool(budget.get("reference", {}).get("classical", True))
+    reference_ids: list[str] = []
+    reference_done: set[str] = set()
+    ceilings = synthetic_ceilings(data)
 
     def spec_of(setting: str, tab_name: str, label: str, strategy: str, seed: int) -> RunSpec:
         return RunSpec(suite.name, setting, image_label, tab_name, label, strategy, seed)
@@ -398,10 +405,18 @@ def run_suite(
             images=data.images, x_num=prep.tab.x_num, x_cat=prep.tab.x_cat,
             train_idx=prep.train if data.image_available is None else prep.train[data.image_available[prep.train]],
             image_spec=image_spec, tabular_spec=tab_spec, cfg=pcfg, seed=PRETRAIN_SEED,
-            data_checksum=prov["checksum"], device=dev, progress=pbar)
+            data_checksum=prov["checksum"], device=dev, progress=pbar, heldout_idx=prep.val)
         pbar.close()
-        _say(f"[bench] pretrained {image_label}+{tab_name}: ITC {pinfo.get('first_itc_loss')} -> "
-             f"{pinfo.get('final_itc_loss')} ({'cache' if pinfo['cached'] else str(pinfo['seconds']) + ' s'})")
+        ho = pinfo.get("heldout") or {}
+        _say(f"[bench] pretrained {image_label}+{tab_name} ({'cache' if pinfo['cached'] else str(pinfo['seconds']) + ' s'}): "
+             f"held-out ITC {ho.get('itc_init', float('nan')):.3f} -> {ho.get('itc', float('nan')):.3f} "
+             f"(chance ln B {ho.get('chance_itc', float('nan')):.3f}), top-1 retrieval {ho.get('top1_init', float('nan')):.3f} -> "
+             f"{ho.get('top1', float('nan')):.3f} (chance 1/B {ho.get('chance_top1', float('nan')):.4f})"
+             + ("" if ho.get("learned") else " — ENCODERS NOT TRAINED (short of ln B - 0.5 and 5/B)"))
+        torch.manual_seed(PRETRAIN_SEED)  # the exact starting point of pretraining, for the random-init probes
+        init_img, init_tab = image_spec.build().to(dev), tab_spec.build().to(dev)
+        if hasattr(init_tab, "tokens_needed"):
+            init_tab.tokens_needed = False
         img_tokens = img_pooled = None  # image features do not depend on the protocol: encode once
         if hasattr(tab_enc, "tokens_needed"):  # no fusion reads all tabular tokens: skip computing them
             tab_enc.tokens_needed = needs_tab_tokens
@@ -438,9 +453,27 @@ def run_suite(
                     rconf = float(override)
                 _say(f"[bench] {tab_name} / {data_key}: unimodal probes (val) image {m_img:.4f}, "
                      f"tabular {m_tab:.4f} -> Rconf {rconf:.3f}{'' if override == 'measured' else ' (fixed by the suite)'}")
-                probe_cache[data_key] = {"image_val": m_img, "tabular_val": m_tab, "rconf": rconf}
+                # the same probes on the randomly initialised encoders: what pretraining bought
+                r_img = unimodal_probe(encode_images(init_img, data.images)[1], prep, loss, probe_cfg, PRETRAIN_SEED)
+                r_tab = unimodal_probe(encode_tabular(init_tab, proto.x_num, proto.x_cat, False)[1], prep, loss,
+                                       probe_cfg, PRETRAIN_SEED)
+                _say(f"[bench]   random-init encoders: image {r_img:.4f}, tabular {r_tab:.4f}")
+                probe_cache[data_key] = {"image_val": m_img, "tabular_val": m_tab, "rconf": rconf,
+                                         "image_val_random_init": r_img, "tabular_val_random_init": r_tab}
             probes = probe_cache[data_key]
             rconf = probes["rconf"]
+            if setting.train_cond.kind == "none" and reference_models:
+                ref = dict(out=out, suite=suite, protocol=setting_name, image_label=image_label, data=data, prep=prep,
+                           x_num=proto.x_num, x_cat=proto.x_cat, seeds=suite.seeds, prov=prov, env=env,
+                           base_fingerprint=run_fingerprint(suite, prov, spec_of(setting_name, tab_name, "concat", "frozen", 0))
+                           if "concat" in {v[1] for v in variants} else {"digest": prov["checksum"]},
+                           force=force, operating_point=operating_point, say=_say)
+                if setting_name not in reference_done:  # table-only models and ceilings: once per protocol
+                    reference_ids.extend(write_reference_runs(**ref, image_features=None, pair=None,
+                                                              ceilings=ceilings if setting_name == "complete" else None))
+                    reference_done.add(setting_name)
+                reference_ids.extend(write_reference_runs(**ref, image_features=img_pooled.cpu().numpy(), pair=tab_name,
+                                                          ceilings=None))
 
             for label, base, _impute in variants:
                 fusion_cls = get("fusion", base)
@@ -510,10 +543,10 @@ def run_suite(
     bar.close()
     from bench.leaderboard import write_leaderboard
 
-    plan_ids = [sp.run_id for sp in planned_specs(suite)]  # the leaderboard of this invocation's plan only
+    plan_ids = [sp.run_id for sp in planned_specs(suite)] + reference_ids  # this invocation's plan only
     reports = load_reports(suite_dir, run_ids=plan_ids)
     write_leaderboard(suite_dir, expected_seeds=suite.seeds, run_ids=plan_ids)
-    return SuiteResult(suite_dir, reports, time.perf_counter() - t_start)
+    return SuiteResult(suite_dir, reports, time.perf_counter() - t_start, plan_ids)
 
 
 def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, suite: Suite, prov: dict, env: dict,
@@ -561,17 +594,64 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
         headline = complete
     test, arrays["test_logits"] = headline
     val = evaluate(data.task, data.y[prep.val], fit_res.best_val_logits)
+    encoder_change = {}
+    if sp.strategy == "trainable":  # did end-to-end training move the encoders, and what did it do to validation?
+        encoder_change = {"encoder_change": {
+            "image_relative_l2": relative_change(ctx.img_enc, model.image_encoder),
+            "tabular_relative_l2": relative_change(ctx.tab_enc, model.tabular_encoder),
+            "val_first_epoch": fit_res.history[0]["val"] if fit_res.history and "val" in fit_res.history[0] else None,
+            "val_best": fit_res.best_val}}
+    if data.task == "binary":  # the operating point is chosen on validation, never on test
+        test = {**test, "at_threshold": operating_point(data.y[prep.val], fit_res.best_val_logits,
+                                                        data.y[prep.test], arrays["test_logits"])}
     report = RunReport(
         spec=sp, suite_version=suite.version, budget=suite.budget_name, metric=test["metric"],
         test=test, val=val, hyperparameters={**best, "rconf": ctx.rconf, **ctx.fusion_kwargs},
         profile=profile, provenance=prov,
         training={"epochs_run": fit_res.epochs_run, "best_epoch": fit_res.best_epoch, "seconds": seconds,
                   "history": fit_res.history, "search": search_info, "pretraining": pinfo, "probes": probes,
-                  "protocol": ctx.describe(), "warm_start": "frozen head of the same seed" if warm else "none"},
+                  "protocol": ctx.describe(), "warm_start": "frozen head of the same seed" if warm else "none",
+                  "kind": getattr(get("fusion", parse_variant(sp.fusion)[0]), "role", "fusion"), **encoder_change},
         environment=env, sweep=sweep)
     write_run(rd, report, {"spec": sp.__dict__, "hyperparameters": report.hyperparameters,
                            "budget": suite.budget, "loss": suite.loss}, arrays,
               fingerprint=run_fingerprint(suite, prov, sp))
+
+
+def relative_change(before: nn.Module, after: nn.Module) -> float:
+    """||theta_after - theta_before|| / ||theta_before|| over every floating-point parameter and buffer."""
+    a, b = before.state_dict(), after.state_dict()
+    num = den = 0.0
+    for k, v in a.items():
+        if v.is_floating_point():
+            num += float((b[k].detach().cpu().double() - v.detach().cpu().double()).pow(2).sum())
+            den += float(v.detach().cpu().double().pow(2).sum())
+    return float(np.sqrt(num / den)) if den > 0 else float("nan")
+
+
+def synthetic_ceilings(data: MultimodalData) -> dict[str, np.ndarray] | None:
+    """The generator's ceiling logits for every sample when ``data`` is a replica that knows them, else None."""
+    prov = data.provenance
+    if prov.source != "synthetic" or prov.dataset != "ol3i-synthetic":
+        return None
+    from bench.data.ol3i_synthetic import ceiling_scores, simulate
+
+    d = prov.details
+    return ceiling_scores(simulate(int(d["n"]), int(d["seed"]), prov.version))
+
+
+def operating_point(y_val: np.ndarray, val_logits: np.ndarray, y_test: np.ndarray, test_logits: np.ndarray) -> dict:
+    """Youden's J threshold on the validation logits and the binary metrics it gives on test
+    (:func:`bench.stats.binary_metrics`); the class weights and sampler shift the logits, so 0.5 means nothing."""
+    from bench.stats import binary_metrics, choose_threshold
+
+    try:
+        thr = choose_threshold(np.asarray(y_val).ravel(), np.asarray(val_logits, dtype=np.float64).ravel(), rule="youden")
+        out = binary_metrics(np.asarray(y_test).ravel(), np.asarray(test_logits, dtype=np.float64).ravel(), thr)
+    except Exception as exc:  # a degenerate validation split: say why instead of inventing a threshold
+        return {"rule": "youden", "error": str(exc)}
+    return {"rule": "youden (validation)", **{k: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v))
+                                             for k, v in out.items()}}
 
 
 def _profile(img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs, rconf, data, latency_cfg) -> dict:

@@ -40,6 +40,9 @@ RESULT_COLUMNS = [
     "val_value", "params_fusion", "params_total", "gmac_fusion", "gmac_total", "gmac_uncounted",
     "latency_ms_p50", "latency_ms_p90", "fusion_latency_ms_p50", "device", "lr", "weight_decay", "rconf",
     "epochs_run", "train_seconds", "bench_version", "git_commit",
+    # binary tasks: the operating point chosen on validation (Youden's J) and the metrics it gives on test
+    "kind", "threshold", "test_sensitivity", "test_specificity", "test_balanced_accuracy", "test_auprc", "test_brier",
+    "test_ece", "test_single_class",
 ]
 
 
@@ -95,6 +98,11 @@ class RunReport:
             "rconf": self.hyperparameters.get("rconf"), "epochs_run": self.training.get("epochs_run"),
             "train_seconds": self.training.get("seconds"), "bench_version": self.environment.get("bench_version"),
             "git_commit": self.environment.get("git_commit"),
+            "kind": self.training.get("kind", "fusion"),
+            **{c: self.test.get("at_threshold", {}).get(c.removeprefix("test_")) for c in (
+                "threshold", "test_sensitivity", "test_specificity", "test_balanced_accuracy", "test_auprc",
+                "test_brier", "test_ece")},
+            "test_single_class": self.test.get("at_threshold", {}).get("predicts_single_class"),
         }
 
     @classmethod

@@ -9,4 +9,5 @@ from baselines.fusion import (  # noqa: F401  (each module registers its fusion)
     gmu,
     late_fusion,
     masked_attention,
+    unimodal,
 )

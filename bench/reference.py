@@ -1,0 +1,174 @@
+"""Reference rows of every leaderboard: the models a clinical statistician would fit, and the ceilings.
+
+A reader must see whether fusion helps, so every leaderboard carries, on the same splits, protocols and
+seeds as the fusion methods:
+
+* **classical models on the preprocessed table** — L2 logistic regression (scikit-learn) and gradient-boosted
+  trees (LightGBM) — and the same two on the table plus the *frozen image features* of each encoder pair
+  (early fusion by a classical model);
+* on the synthetic replica, the **ceilings** from the generator's known logit
+  (:func:`bench.data.ol3i_synthetic.ceiling_scores`): Bayes-optimal, best additive model, and the table-only
+  and image-only information. They are computed on the test split from latents no model sees, so they are
+  upper bounds, never ranked.
+
+The image-only and tabular-only *neural* heads are ordinary fusion plug-ins (``image_only``,
+``tabular_only``) and go through the same search and seeds as every fusion.
+
+Each row is written as a run directory like a fusion run (report, predictions with validation logits), with
+``training.kind`` = ``baseline`` or ``ceiling``, so the leaderboard's statistics treat all rows alike.
+Hyper-parameters are chosen on the validation split (never the test split): logistic regression's ``C`` in
+:data:`LOGREG_C`; LightGBM's ``num_leaves`` in :data:`LGBM_LEAVES` with early stopping on validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.metrics import evaluate
+from bench.results import RunReport, RunSpec, is_done, run_dir, write_run
+
+LOGREG_C = (0.01, 0.1, 1.0, 10.0)
+LGBM_LEAVES = (7, 31)
+LGBM_ROUNDS = 2000
+LGBM_LR = 0.05
+LGBM_EARLY_STOP = 50
+CEILINGS = {"bayes": "ceiling[bayes]", "additive": "ceiling[additive]", "table_only": "ceiling[table-only]",
+            "image_only": "ceiling[image-only]"}
+RAW = "raw"  # the tabular "encoder" of a classical model or a ceiling: the preprocessed table itself
+
+
+@dataclass
+class Split:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def design_matrix(x_num: np.ndarray, x_cat: np.ndarray, cardinalities: list[int],
+                  image_features: np.ndarray | None = None) -> np.ndarray:
+    """The preprocessed numeric columns, one-hot categoricals and (optionally) frozen image features."""
+    parts = [np.asarray(x_num, dtype=np.float64)]
+    for j, card in enumerate(cardinalities):
+        parts.append(np.eye(int(card))[np.asarray(x_cat[:, j], dtype=np.int64)])
+    if image_features is not None:
+        parts.append(np.asarray(image_features, dtype=np.float64))
+    return np.concatenate(parts, axis=1)
+
+
+def _val_metric(task: str, y: np.ndarray, scores: np.ndarray) -> float:
+    return float(evaluate(task, y, scores)["value"])
+
+
+def fit_logreg(x: np.ndarray, y: np.ndarray, split: Split, task: str, seed: int) -> tuple[np.ndarray, dict]:
+    """L2 logistic regression on standardised columns (statistics of the training split); C by validation."""
+    from sklearn.linear_model import LogisticRegression
+
+    mu, sd = x[split.train].mean(0), x[split.train].std(0)
+    z = (x - mu) / np.where(sd > 0, sd, 1.0)
+    best = None
+    for c in LOGREG_C:
+        model = LogisticRegression(C=c, max_iter=3000, random_state=seed)
+        model.fit(z[split.train], y[split.train])
+        scores = _scores(model, z, task)
+        val = _val_metric(task, y[split.val], scores[split.val])
+        if best is None or val > best[0]:
+            best = (val, scores, {"model": "logistic regression (L2)", "C": c, "C_grid": list(LOGREG_C)})
+    return best[1], {**best[2], "val": best[0]}
+
+
+def _scores(model, z: np.ndarray, task: str) -> np.ndarray:
+    if task == "binary":
+        return model.decision_function(z).astype(np.float32)[:, None]
+    return model.predict_log_proba(z).astype(np.float32)
+
+
+def fit_lightgbm(x: np.ndarray, y: np.ndarray, split: Split, task: str, seed: int) -> tuple[np.ndarray, dict]:
+    """Gradient-boosted trees (LightGBM), early-stopped on validation; ``num_leaves`` by validation."""
+    import lightgbm as lgb
+
+    best = None
+    for leaves in LGBM_LEAVES:
+        model = lgb.LGBMClassifier(n_estimators=LGBM_ROUNDS, learning_rate=LGBM_LR, num_leaves=leaves,
+                                   min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
+                                   random_state=seed, n_jobs=1, verbose=-1, deterministic=True, force_row_wise=True)
+        with warnings.catch_warnings():  # LightGBM 4.7 renamed eval_set; the old name works on every 4.x
+            warnings.simplefilter("ignore")
+            model.fit(x[split.train], y[split.train], eval_set=[(x[split.val], y[split.val])],
+                      callbacks=[lgb.early_stopping(LGBM_EARLY_STOP, verbose=False)])
+        raw = model.predict(x, raw_score=True, num_iteration=model.best_iteration_)
+        scores = (raw[:, None] if raw.ndim == 1 else raw).astype(np.float32)
+        val = _val_metric(task, y[split.val], scores[split.val])
+        if best is None or val > best[0]:
+            best = (val, scores, {"model": "LightGBM", "num_leaves": leaves, "leaves_grid": list(LGBM_LEAVES),
+                                  "rounds": int(model.best_iteration_ or LGBM_ROUNDS), "learning_rate": LGBM_LR})
+    return best[1], {**best[2], "val": best[0]}
+
+
+FITTERS = {"logreg": fit_logreg, "lightgbm": fit_lightgbm}
+
+
+def reference_fingerprint(base: dict, what: dict) -> dict:
+    """A fingerprint for a reference row: the suite's (budget, data, bench) plus the model and library versions."""
+    import lightgbm
+    import sklearn
+
+    blob = {"base": {k: v for k, v in base.items() if k not in ("digest", "plugins")}, "what": what,
+            "sklearn": sklearn.__version__, "lightgbm": lightgbm.__version__,
+            "source": hashlib.sha256(open(__file__, "rb").read()).hexdigest()[:16]}
+    return {"digest": hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:20], **blob}
+
+
+def write_reference_runs(*, out, suite, protocol: str, image_label: str, data, prep, x_num, x_cat,
+                         image_features: np.ndarray | None, pair: str | None, seeds: list[int], prov: dict,
+                         env: dict, base_fingerprint: dict, ceilings: dict[str, np.ndarray] | None,
+                         force: bool, operating_point, say) -> list[str]:
+    """Fit and write the reference rows of one protocol; returns their run ids (finished ones are kept).
+
+    ``image_features`` and ``pair`` given: the classical models on table + that pair's frozen image features;
+    else the classical models on the table alone, plus ``ceilings`` (logits for all samples) when given.
+    """
+    y = np.asarray(data.y)
+    split = Split(prep.train, prep.val, prep.test)
+    x = design_matrix(x_num, x_cat, list(data.cat_cardinalities), image_features)
+    features = "table" if image_features is None else "table,image"
+    tab_label = RAW if pair is None else pair
+    rows: list[tuple[str, str, dict, object]] = [(f"{m}[{features}]", "baseline", {"model": m, "features": features}, m)
+                                                 for m in FITTERS]
+    if ceilings is not None and image_features is None:
+        rows += [(CEILINGS[k], "ceiling", {"ceiling": k}, ceilings[k]) for k in CEILINGS if k in ceilings]
+    ids = []
+    ids_path = np.asarray(data.ids if data.ids is not None else np.arange(data.n))
+    for fusion, kind, what, how in rows:
+        test = None
+        for seed in seeds:
+            sp = RunSpec(suite.name, protocol, image_label, tab_label, fusion, "frozen", int(seed))
+            ids.append(sp.run_id)
+            fp = reference_fingerprint(base_fingerprint, {**what, "protocol": protocol, "pair": pair, "seed": seed})
+            if not force and is_done(run_dir(out, sp), fp):
+                continue
+            if isinstance(how, str):
+                scores, info = FITTERS[how](x, y, split, data.task, int(seed))
+            else:  # a ceiling: the generator's logit for every sample, nothing fitted
+                scores, info = np.asarray(how, dtype=np.float32)[:, None], {"model": f"generator {what['ceiling']} logit"}
+            test = evaluate(data.task, y[split.test], scores[split.test])
+            val = evaluate(data.task, y[split.val], scores[split.val])
+            if data.task == "binary":
+                test = {**test, "at_threshold": operating_point(y[split.val], scores[split.val], y[split.test],
+                                                                scores[split.test])}
+            report = RunReport(
+                spec=sp, suite_version=suite.version, budget=suite.budget_name, metric=test["metric"], test=test,
+                val=val, hyperparameters={k: v for k, v in info.items() if k not in ("model", "val")}, profile={},
+                provenance=prov, environment=env, fingerprint=fp,
+                training={"kind": kind, "model": info["model"], "features": what.get("features", "latents"),
+                          "image_features_from": pair, "selection": "validation split"})
+            arrays = {"test_ids": ids_path[split.test].astype(str), "test_y": y[split.test],
+                      "test_logits": scores[split.test], "val_y": y[split.val], "val_logits": scores[split.val]}
+            write_run(run_dir(out, sp), report, {"spec": sp.__dict__, "reference": what}, arrays, fingerprint=fp)
+        if test is not None:
+            say(f"[bench] reference {fusion} · {tab_label} / {protocol}: test {test['metric']} {test['value']:.4f}")
+    return ids
