@@ -43,7 +43,7 @@ N_BOOT = 2000
 BOOT_SEED = 0
 CI_LEVEL = 0.95
 #: bump when a field of leaderboard.json changes meaning or goes away
-JSON_SCHEMA_VERSION = 1
+JSON_SCHEMA_VERSION = 2  # 2: role, headline CI over seeds x samples, Holm p, tied
 
 METHOD_KEYS = ["protocol", "strategy", "fusion", "tabular_encoder"]
 
@@ -71,7 +71,8 @@ def _fmt_gmac(g) -> str:
 
 
 def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int] | None = None, *,
-                    statistics: pd.DataFrame | None = None, pareto_png: str | None = None) -> str:
+                    statistics: pd.DataFrame | None = None, pareto_png: str | None = None,
+                    drops: pd.DataFrame | None = None) -> str:
     """The leaderboard page; ``statistics`` (from :func:`method_statistics`) adds the Statistics
     section and ``pareto_png`` a link to the cost–accuracy figure."""
     metric = df["metric"].iloc[0]
@@ -82,7 +83,7 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
         ["protocol", "fusion", "tabular_encoder", "strategy"])["seed"].nunique().max())
     has_drop = "complete" in protocols and "incomplete-tabular" in protocols
 
-    headers = ["Fusion", "Tabular encoder"]
+    headers = ["Fusion", "Role", "Tabular encoder"]
     for s in strategies:
         for p in protocols:
             headers.append(f"{s} · {p}")
@@ -91,28 +92,40 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
     headers += ["Params fusion (M)", "Params total (M)", "GMac fusion", "GMac total",
                 "Latency p50 / p90 (ms)", "Fusion latency p50 (ms)"]
     rows, flagged = [], False
-    best: dict[str, float] = {}
+    tied: set[tuple] = set()
+    if statistics is not None and len(statistics):
+        tied = {(r.protocol, r.strategy, r.fusion, r.tabular_encoder) for r in statistics.itertuples() if r.tied}
+    untrained = {tab for tab, info in suite_meta.get("pretraining", {}).items()
+                 if info.get("heldout") and not info["heldout"].get("learned")}
+    roles = role_of(df)
+    order = {r: i for i, r in enumerate(ROLES)}
+    keyed = df.assign(_role=roles, _o=roles.map(order))
     cells: dict[tuple, tuple[float, float, int]] = {}
-    for (fusion, tab), g in df.groupby(["fusion", "tabular_encoder"], sort=False):
+    groups = list(keyed.groupby(["_o", "fusion", "tabular_encoder"], sort=True))
+    for (_o, fusion, tab), g in groups:
         for s in strategies:
             for p in protocols:
                 v = g[(g.strategy == s) & (g.protocol == p)]["test_value"].to_numpy()
                 if len(v):
                     cells[(fusion, tab, s, p)] = mean_std(v)
-                    m = cells[(fusion, tab, s, p)][0]
-                    best[f"{s}{p}"] = max(best.get(f"{s}{p}", -np.inf), m)
-    for (fusion, tab), g in df.groupby(["fusion", "tabular_encoder"], sort=False):
-        row = [fusion, tab]
+    for (_o, fusion, tab), g in groups:
+        role = str(g["_role"].iloc[0])
+        enc = f"{tab} (encoders not trained)" if tab in untrained else tab
+        row = [fusion, role, enc]
         for s in strategies:
             for p in protocols:
                 c = cells.get((fusion, tab, s, p))
                 if c is None:
                     failed = (fusion, tab, s, p) in suite_meta.get("failed_cells", set())
+                    if role != "fusion" and role != "baseline" or (role == "baseline" and not failed
+                                                                    and not len(g[g.strategy == s])):
+                        row.append("–")  # a reference row without this strategy / protocol (not a gap)
+                        continue
                     row.append("failed‡" if failed else "missing")
                     flagged = True
                     continue
                 text = format_mean_std(c[0], c[1])
-                if np.isclose(c[0], best[f"{s}{p}"]):
+                if (p, s, fusion, tab) in tied and c[2] >= n_expected:
                     text = f"**{text}**"
                 if c[2] < n_expected:
                     text += f" ({c[2]}/{n_expected} seeds)†"
@@ -129,7 +142,7 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
         rows.append(row)
     shown = set(zip(df["fusion"], df["tabular_encoder"], strict=True))
     for fusion, tab in sorted({(c[0], c[1]) for c in suite_meta.get("failed_cells", set())} - shown):
-        row = [fusion, tab]  # a method none of whose runs finished: every cell failed or missing
+        row = [fusion, "fusion", tab]  # a method none of whose runs finished: every cell failed or missing
         for s in strategies:
             row += ["failed‡" if (fusion, tab, s, p) in suite_meta["failed_cells"] else "missing" for p in protocols]
             row += ["–"] if has_drop else []
@@ -165,8 +178,14 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
         tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True),
         "",
     ]
+    lines += ["Bold: tied with the best ranked method of the column (Holm-adjusted p ≥ 0.05; see *Statistics*), "
+              "so several cells may be bold. Role: `fusion` methods; `baseline` rows (single-modality heads on the "
+              "same encoders, classical models on the table and on table + frozen image features) and, on synthetic "
+              "data, `ceiling` rows from the generator's known logit (upper bounds, never ranked). "
+              "A tabular encoder marked *encoders not trained* is a pair whose contrastive pretraining did not beat "
+              "chance by the budget's margin on held-out pairs (see *Pretraining*).", ""]
     if has_drop:
-        lines += ["`drop` = incomplete − complete, in points of the metric (mean over seeds).", ""]
+        lines += ["`drop` = incomplete − complete, in points of the metric (mean over seeds; CI in *Drop*).", ""]
     if flagged:
         lines += ["† incomplete cell: fewer finished seeds than the suite asked for; not comparable.", ""]
     uncounted = sorted({op for ops in df["gmac_uncounted"].dropna() for op in str(ops).split(";") if op})
@@ -184,14 +203,28 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
                   "method; the dashed step line is the Pareto front (no other method has both a higher metric and a "
                   "lower cost), its methods ringed. Hollow markers: fewer seeds than asked for, kept off the front.",
                   "", f"![{metric_label} vs GMac and latency, with Pareto fronts]({pareto_png})", ""]
+    lines += render_pretraining(suite_meta, df, metric_label)
     probes = suite_meta.get("probes")
     if probes:
-        prow = [[k[0], k[1], f"{v['image_val'] * 100:.2f}", f"{v['tabular_val'] * 100:.2f}", f"{v['rconf']:.3f}"]
+        def _pct(v):
+            return "–" if v is None else f"{v * 100:.2f}"
+
+        prow = [[k[0], k[1], _pct(v.get("image_val_random_init")), _pct(v["image_val"]),
+                 _pct(v.get("tabular_val_random_init")), _pct(v["tabular_val"]), f"{v['rconf']:.3f}"]
                 for k, v in sorted(probes.items())]
         lines += ["## Unimodal probes (validation) and modality confidence ratio (appendix A.4)", "",
-                  tabulate(prow, headers=["Tabular encoder", "Protocol", f"Image {metric_label}",
-                                          f"Tabular {metric_label}", "Rconf"], tablefmt="github", disable_numparse=True),
+                  "A linear probe on each encoder's frozen pooled features, on the randomly initialised encoder "
+                  "(the exact starting point of pretraining) and on the pretrained one: what pretraining bought.", "",
+                  tabulate(prow, headers=["Tabular encoder", "Protocol", f"Image, random init {metric_label}",
+                                          f"Image, pretrained {metric_label}", f"Tabular, random init {metric_label}",
+                                          f"Tabular, pretrained {metric_label}", "Rconf"],
+                           tablefmt="github", disable_numparse=True),
                   ""]
+    if statistics is not None and len(statistics):
+        lines += render_operating_point(df, metric)
+        lines += render_sensitivity(statistics, metric)
+    if drops is not None and len(drops):
+        lines += render_drops(drops, metric_label)
     imp = suite_meta.get("importance")
     if imp:
         ranked = sorted(imp["scores"].items(), key=lambda kv: -kv[1])[:5]
@@ -221,32 +254,42 @@ def _num(x: Any) -> float | None:
     return None if x is None or pd.isna(x) else float(x)
 
 
+ROLES = ("fusion", "baseline", "ceiling")  # row order in every table; only fusion and baseline rows are ranked
+TIE_ALPHA = 0.05
+
+
+def role_of(df: pd.DataFrame) -> pd.Series:
+    """``fusion`` / ``baseline`` / ``ceiling`` per row (reports written before roles existed are fusions)."""
+    if "kind" not in df:
+        return pd.Series("fusion", index=df.index)
+    return df["kind"].where(df["kind"].isin(ROLES), "fusion")
+
+
 def method_statistics(df: pd.DataFrame, suite_dir: Path, n_expected: int, *, n_boot: int = N_BOOT,
                       seed: int = BOOT_SEED) -> pd.DataFrame:
-    """One row per method (protocol × strategy × fusion × tabular encoder): seed aggregates, costs and
-    the statistics of the method's *pooled* test predictions.
+    """One row per method (protocol × strategy × fusion × tabular encoder): seed aggregates, costs, intervals
+    and the comparison with the best method of the same protocol and strategy.
 
-    **Pooling.** The seeds' test predictions of a method are pooled into one predictor by averaging
-    each test sample's predicted probability over the seeds (samples matched by id; see
-    :func:`bench.metrics.pool_seed_predictions`). The 95% CI is a percentile bootstrap (Efron) of that
-    predictor's metric over test samples (class-stratified for binary tasks, ``n_boot`` resamples,
-    fixed ``seed``), and DeLong's test (DeLong et al. 1988; Sun & Xu 2014) compares its AUC with the
-    pooled AUC of the best method of the same protocol and strategy on the same test samples. We pool
-    rather than test each seed and report the median p because DeLong's test needs exactly one score
-    per sample and predictor, which averaging provides while keeping the two methods paired on the
-    same samples and using every seed in a single valid test; a median of per-seed p-values is not a
-    p-value of any test (its level is unknown) and depends on an arbitrary pairing of seed *i* of one
-    method with seed *i* of the other. The pooled predictor is the seed ensemble, so its metric can
-    differ from the mean over seeds of the main table, and its CI and p describe test-sample variability
-    for fixed trained models — training-seed variability is the main table's std.
+    **Headline interval.** ``mean_ci_low/high``: a two-level percentile bootstrap (Efron) of the headline —
+    the mean over seeds of the per-seed test metric — resampling seeds and test samples (class-stratified
+    for binary tasks), so it includes seed-to-seed variance (:func:`bench.stats.seed_sample_bootstrap_ci`).
 
-    **Best.** The reference is the method with the highest pooled metric among the *complete* methods
-    (all asked-for seeds finished) of the same protocol and strategy. Methods with fewer seeds still get
-    statistics over the seeds they have, flagged ``complete=False``; DeLong is binary-only (ROC AUC) and
-    is left empty for multiclass tasks.
+    **Pooled.** The seeds' test predictions are also pooled into the seed ensemble (each test sample's
+    predicted probability averaged over seeds; :func:`bench.metrics.pool_seed_predictions`) — a different
+    predictor than the headline mean, named as such — with a bootstrap CI over test samples.
+
+    **Ties with the best.** The reference is the ranked method (role fusion or baseline, every asked-for seed
+    finished) with the highest pooled metric in its protocol and strategy. Every other ranked method is
+    compared with it on the same test samples: DeLong's test of pooled AUCs for binary tasks (DeLong et al.
+    1988; Sun & Xu 2014), a paired bootstrap of pooled accuracy otherwise; the p-values of one family are
+    Holm-adjusted (Holm 1979) and a method is *tied with the best* when its adjusted p >= 0.05. Ceilings are
+    never ranked; incomplete methods (fewer seeds) are never tied nor the reference.
     """
+    from bench.stats import holm, paired_bootstrap_p, seed_sample_bootstrap_ci
+
     metric = df["metric"].iloc[0]
     task = "binary" if metric == "auc" else "multiclass"
+    roles = role_of(df)
     rows: list[dict[str, Any]] = []
     pooled: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for key, g in df.groupby(METHOD_KEYS, sort=True):
@@ -255,14 +298,17 @@ def method_statistics(df: pd.DataFrame, suite_dir: Path, n_expected: int, *, n_b
         m, sd, k = mean_std(g["test_value"].to_numpy())
         vm, vsd, _ = mean_std(g["val_value"].to_numpy(dtype=float))
         row: dict[str, Any] = dict(zip(METHOD_KEYS, key, strict=True))
-        row.update(seeds=[int(x) for x in g["seed"]], n_seeds=k, n_expected=n_expected, complete=k >= n_expected,
+        role = str(roles.loc[g.index[0]])
+        row.update(role=role, seeds=[int(x) for x in g["seed"]], n_seeds=k, n_expected=n_expected,
+                   complete=k >= n_expected,
                    mean=m, std=sd, test_values=[float(v) for v in g["test_value"]], val_mean=vm, val_std=vsd,
                    params_fusion=_num(first.params_fusion), params_total=_num(first.params_total),
                    gmac_fusion=_num(first.gmac_fusion), gmac_total=_num(first.gmac_total),
                    latency_ms_p50=_num(first.latency_ms_p50), latency_ms_p90=_num(first.latency_ms_p90),
                    fusion_latency_ms_p50=_num(first.fusion_latency_ms_p50),
+                   mean_ci_low=np.nan, mean_ci_high=np.nan,
                    pooled=np.nan, ci_low=np.nan, ci_high=np.nan, n_test=None, reference=None,
-                   delong_z=np.nan, delong_p=np.nan, note="")
+                   delong_z=np.nan, delong_p=np.nan, p_vs_best=np.nan, p_holm=np.nan, tied=False, note="")
         preds = [_load_predictions(suite_dir, r) for r in g.itertuples()]
         if any(p is None for p in preds):
             row["note"] = "predictions.npz missing for a seed"
@@ -270,41 +316,101 @@ def method_statistics(df: pd.DataFrame, suite_dir: Path, n_expected: int, *, n_b
             try:
                 ids, y, scores = pool_seed_predictions(task, [(p["test_ids"], p["test_y"], p["test_logits"]) for p in preds])
                 ci = bootstrap_metric_ci(task, y, scores, n_boot=n_boot, alpha=1 - CI_LEVEL, seed=seed)
+                per_seed = _aligned_seed_scores(preds, ids)
+                mci = seed_sample_bootstrap_ci(task, y, per_seed, n_boot=n_boot, alpha=1 - CI_LEVEL, seed=seed)
             except MetricError as e:
                 row["note"] = str(e)
             else:
                 pooled[key] = (ids, y, scores)
-                row.update(pooled=ci.estimate, ci_low=ci.lo, ci_high=ci.hi, n_test=int(y.size))
+                row.update(pooled=ci.estimate, ci_low=ci.lo, ci_high=ci.hi, n_test=int(y.size),
+                           mean_ci_low=mci.lo, mean_ci_high=mci.hi)
         rows.append(row)
     stats = pd.DataFrame(rows)
-    if task != "binary":
-        return stats
     for (_proto, _strategy), g in stats.groupby(["protocol", "strategy"], sort=False):
-        cand = g[g["complete"] & g["pooled"].notna()]
+        cand = g[g["complete"] & g["pooled"].notna() & (g["role"] != "ceiling")]
         if not len(cand):
             continue
         best = cand.loc[cand["pooled"].idxmax()]
         bkey = tuple(best[k] for k in METHOD_KEYS)
         b_ids, b_y, b_s = pooled[bkey]
         ref = f"{best.fusion} · {best.tabular_encoder}"
+        family: dict[Any, float] = {}
         for i, r in g.iterrows():
             key = tuple(r[k] for k in METHOD_KEYS)
             if key not in pooled:
                 continue
             stats.at[i, "reference"] = ref
             if key == bkey:
+                stats.at[i, "tied"] = True
                 continue
-            ids, y, s = pooled[key]
+            ids, y, sc = pooled[key]
             if not np.array_equal(ids, b_ids):
-                stats.at[i, "note"] = "tested on other samples than the reference; no DeLong test"
+                stats.at[i, "note"] = "tested on other samples than the reference; no test"
                 continue
             try:
-                res = delong_test(y, s, b_s)
+                if task == "binary":
+                    res = delong_test(y, sc, b_s)
+                    stats.at[i, "delong_z"], stats.at[i, "delong_p"] = res.z, res.p
+                    p = res.p
+                else:
+                    p = paired_bootstrap_p(y, "acc", sc, b_s, n_boot=n_boot, seed=seed)
             except MetricError as e:  # e.g. a test split with a single positive: no variance estimate
                 stats.at[i, "note"] = str(e)
                 continue
-            stats.at[i, "delong_z"], stats.at[i, "delong_p"] = res.z, res.p
+            stats.at[i, "p_vs_best"] = p
+            if r["role"] != "ceiling" and r["complete"]:
+                family[i] = p
+        if family:
+            adjusted = holm(np.array(list(family.values()), dtype=float))
+            for i, pa in zip(family, adjusted, strict=True):
+                stats.at[i, "p_holm"] = float(pa)
+                stats.at[i, "tied"] = bool(pa >= TIE_ALPHA)
+    _sensitivity(stats, pooled, task, n_boot, seed)
     return stats
+
+
+def _sensitivity(stats: pd.DataFrame, pooled: dict, task: str, n_boot: int, seed: int) -> None:
+    """``sens_p`` (and Holm-adjusted ``sens_p_holm`` over protocol × strategy) on the row of each family's best
+    fusion: one-sided test that it beats the family's best single-modality model, same test samples."""
+    from bench.stats import holm, paired_bootstrap_p
+
+    stats["sens_p"], stats["sens_p_holm"] = np.nan, np.nan
+    found = {}
+    for (_proto, _strategy), g in stats.groupby(["protocol", "strategy"], sort=True):
+        fus = g[(g["role"] == "fusion") & g["complete"] & g["pooled"].notna()]
+        single = g[g["fusion"].isin(SINGLE_MODALITY) & g["complete"] & g["pooled"].notna()]
+        if not len(fus) or not len(single):
+            continue
+        i_f, i_s = fus["pooled"].idxmax(), single["pooled"].idxmax()
+        kf = tuple(stats.loc[i_f, k] for k in METHOD_KEYS)
+        ks = tuple(stats.loc[i_s, k] for k in METHOD_KEYS)
+        (ids_f, y, s_f), (ids_s, _, s_s) = pooled[kf], pooled[ks]
+        if not np.array_equal(ids_f, ids_s):
+            continue
+        try:
+            if task == "binary":
+                p2 = delong_test(y, s_f, s_s).p
+            else:
+                p2 = paired_bootstrap_p(y, "acc", s_f, s_s, n_boot=n_boot, seed=seed)
+        except MetricError:
+            continue
+        better = stats.loc[i_f, "pooled"] > stats.loc[i_s, "pooled"]
+        found[i_f] = p2 / 2 if better else 1 - p2 / 2
+    if found:
+        for i, (p, pa) in zip(found, zip(found.values(), holm(np.array(list(found.values()))), strict=True),
+                              strict=True):
+            stats.at[i, "sens_p"], stats.at[i, "sens_p_holm"] = float(p), float(pa)
+
+
+def _aligned_seed_scores(preds: list[dict], ids: np.ndarray) -> list[np.ndarray]:
+    """Each seed's test logits in the order of ``ids`` (the pooled predictor's sample order)."""
+    out = []
+    for p in preds:
+        order = {str(v): j for j, v in enumerate(p["test_ids"])}
+        idx = np.array([order[str(v)] for v in ids])
+        logits = np.asarray(p["test_logits"], dtype=np.float64)
+        out.append(logits[idx])
+    return out
 
 
 def _fmt_p(p: float) -> str:
@@ -317,49 +423,196 @@ def render_statistics(stats: pd.DataFrame, metric: str, n_expected: int) -> list
     """Markdown lines of the Statistics section (see :func:`method_statistics` for the method)."""
     label = {"auc": "AUC", "acc": "top-1 ACC"}.get(metric, metric)
     binary = metric == "auc"
-    headers = ["Protocol", "Strategy", "Fusion", "Tabular encoder", "Seeds", f"Pooled {label} (%)",
-               f"{CI_LEVEL:.0%} CI (pooled)", "DeLong p vs best"]
+    headers = ["Protocol", "Strategy", "Role", "Fusion", "Tabular encoder", "Seeds", f"Mean {label} (%)",
+               f"{CI_LEVEL:.0%} CI (seeds × samples)", f"Seed ensemble {label} (%)", f"{CI_LEVEL:.0%} CI (samples)",
+               ("DeLong p" if binary else "bootstrap p") + " vs best", "Holm p", "Tied with best"]
     rows, flagged, notes = [], False, []
-    for r in stats.sort_values(METHOD_KEYS).itertuples():
+    order = {r: i for i, r in enumerate(ROLES)}
+    ordered = stats.assign(_o=stats["role"].map(order)).sort_values(["protocol", "strategy", "_o", "fusion",
+                                                                       "tabular_encoder"])
+    for r in ordered.itertuples():
         seeds = f"{r.n_seeds}/{n_expected}"
         if not r.complete:
             seeds += "†"
             flagged = True
+        mean = "–" if pd.isna(r.mean) else f"{r.mean * 100:.2f}"
+        mci = "–" if pd.isna(r.mean_ci_low) else f"[{r.mean_ci_low * 100:.2f}, {r.mean_ci_high * 100:.2f}]"
         if pd.isna(r.pooled):
             value = ci = "–"
         else:
             value = f"{r.pooled * 100:.2f}"
             ci = f"[{r.ci_low * 100:.2f}, {r.ci_high * 100:.2f}]"
-        if not binary:
-            p = "–"
-        elif r.reference is not None and pd.isna(r.delong_p) and not r.note:
-            p = "ref (best)"
-            value = f"**{value}**"
-        else:
-            p = _fmt_p(r.delong_p)
+        is_ref = r.reference is not None and r.reference == f"{r.fusion} · {r.tabular_encoder}"
+        p = "ref (best)" if is_ref else _fmt_p(r.p_vs_best)
+        tied = "–" if r.role == "ceiling" else ("**yes**" if r.tied else "no")
+        if r.tied:
+            mean = f"**{mean}**"
         if r.note:
             notes.append(f"`{r.protocol} · {r.strategy} · {r.fusion} · {r.tabular_encoder}`: {r.note}")
-        rows.append([r.protocol, r.strategy, r.fusion, r.tabular_encoder, seeds, value, ci, p])
-    what = ("DeLong p vs best: two-sided DeLong test (DeLong et al. 1988, fast midrank algorithm of Sun & Xu 2014) "
-            "of the method's pooled AUC against the pooled AUC of the best complete method of the same protocol and "
-            "strategy (*ref*), on the same test samples; unadjusted for multiple comparisons."
-            if binary else
-            f"DeLong p: – (DeLong's test compares ROC AUCs of a binary task; the metric here is {label}).")
-    lines = ["## Statistics (pooled seeds)", "",
-             "Pooled = one predictor per method: each test sample's predicted probability averaged over the method's "
-             f"seeds (the seed ensemble; samples matched by id). Pooled {label} is that predictor's test metric, so it "
-             "can differ from the mean over seeds above. "
-             f"{CI_LEVEL:.0%} CI: percentile bootstrap (Efron) over test samples, {int(N_BOOT)} resamples"
-             + (", stratified by class" if binary else "") + f", seed {BOOT_SEED}. " + what +
-             " CI and p describe test-sample variability for fixed trained models; seed-to-seed variability is the "
-             "std of the main table.", "",
+        rows.append([r.protocol, r.strategy, r.role, r.fusion, r.tabular_encoder, seeds, mean, mci, value, ci, p,
+                     _fmt_p(r.p_holm), tied])
+    test = ("two-sided DeLong test (DeLong et al. 1988; fast midrank algorithm of Sun & Xu 2014) of the seed "
+            "ensemble's AUC" if binary else "two-sided paired bootstrap (2000 resamples) of the seed ensemble's accuracy")
+    lines = ["## Statistics", "",
+             f"**Mean**: the headline, mean over seeds of the test {label}; its {CI_LEVEL:.0%} CI is a percentile "
+             f"bootstrap over seeds *and* test samples ({int(N_BOOT)} resamples"
+             + (", test samples stratified by class" if binary else "") + f", seed {BOOT_SEED}), so it includes "
+             "seed-to-seed variance. **Seed ensemble**: another predictor — each test sample's predicted probability "
+             "averaged over the method's seeds — with a bootstrap CI over test samples. **Tied with best**: the "
+             "reference (*ref*) is the ranked method (fusion or baseline, all seeds finished) with the best "
+             f"seed-ensemble {label} of its protocol and strategy; every other ranked method is compared with it by a "
+             f"{test} on the same test samples; the p-values of a protocol × strategy family are Holm-adjusted "
+             f"(Holm 1979) and a method with adjusted p ≥ {TIE_ALPHA} is tied with the best (bold). No single "
+             "method is called the winner unless nothing is tied with it. Ceilings are upper bounds from the "
+             "generator's latents, never ranked.", "",
              tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
     if flagged:
-        lines += ["† fewer finished seeds than the suite asked for: pooled over the seeds that finished, never used "
-                  "as the reference; not comparable.", ""]
+        lines += ["† fewer finished seeds than the suite asked for: never tied, never the reference; not comparable.", ""]
     if notes:
         lines += ["Not computed: " + "; ".join(notes) + ".", ""]
     return lines
+
+
+def render_pretraining(meta: dict, df: pd.DataFrame, metric_label: str) -> list[str]:
+    """The *Pretraining* section: held-out contrastive measure against chance, and what ``trainable`` did."""
+    info = meta.get("pretraining", {})
+    rows = []
+    for tab, p in sorted(info.items()):
+        h = p.get("heldout")
+        if not h:
+            rows.append([tab, str(p.get("epochs", "?")), str(p.get("samples", "?")), "not measured", "", "", "", "–"])
+            continue
+        rows.append([tab, str(p.get("epochs", "?")), str(p.get("samples", "?")),
+                     f"{h['itc_init']:.3f} → **{h['itc']:.3f}**", f"{h['chance_itc']:.3f}",
+                     f"{h['top1_init'] * 100:.2f} → **{h['top1'] * 100:.2f}**", f"{h['chance_top1'] * 100:.2f}",
+                     "yes" if h.get("learned") else "**no — encoders not trained**"])
+    if not rows:
+        return []
+    out = ["## Pretraining", "",
+           "Image–table contrastive pretraining (AMF-MedIT 3.1, eq. 11), measured on held-out pairs (the validation "
+           "split, never the test split), in batches of B without augmentation: ITC loss and image→table top-1 "
+           "retrieval of the randomly initialised pair → the pretrained pair, beside their chance levels (ln B and "
+           "1/B). *Learned*: held-out ITC ≤ ln B − 0.5 or top-1 ≥ 5/B.", "",
+           tabulate(rows, headers=["Tabular encoder", "Epochs", "Training pairs", "Held-out ITC", "Chance ln B",
+                                   "Held-out top-1 (%)", "Chance 1/B (%)", "Learned"],
+                    tablefmt="github", disable_numparse=True), ""]
+    change = meta.get("encoder_change", {})
+    if change:
+        crow = [[tab, f"{c['image']:.2e}", f"{c['tabular']:.2e}", c["delta_val"], str(c["n"])]
+                for tab, c in sorted(change.items())]
+        out += ["What the `trainable` strategy did to the encoders: relative L2 change of the encoders' weights "
+                "(median over trainable runs) and the mean change of the validation metric against the frozen run of "
+                "the same method and seed (points).", "",
+                tabulate(crow, headers=["Tabular encoder", "Image encoder ‖Δθ‖/‖θ‖", "Tabular encoder ‖Δθ‖/‖θ‖",
+                                        f"Δ validation {metric_label} (trainable − frozen)", "Runs"],
+                         tablefmt="github", disable_numparse=True), ""]
+    return out
+
+
+def render_operating_point(df: pd.DataFrame, metric: str) -> list[str]:
+    """Binary tasks: the metrics at the validation-chosen threshold (Youden's J), mean over seeds."""
+    if metric != "auc" or "test_balanced_accuracy" not in df or df["test_balanced_accuracy"].isna().all():
+        return []
+    cols = [("test_balanced_accuracy", "Balanced ACC"), ("test_sensitivity", "Sensitivity"),
+            ("test_specificity", "Specificity"), ("test_auprc", "AUPRC"), ("test_brier", "Brier"), ("test_ece", "ECE")]
+    rows = []
+    roles = role_of(df)
+    order = {r: i for i, r in enumerate(ROLES)}
+    d = df.assign(_o=roles.map(order), _role=roles)
+    for (_o, proto, strategy, fusion, tab), g in d.groupby(["_o", "protocol", "strategy", "fusion", "tabular_encoder"],
+                                                          sort=True):
+        if g["test_balanced_accuracy"].isna().all():
+            continue
+        single = g["test_single_class"].astype("boolean").fillna(False).astype(bool)
+        rows.append([proto, strategy, fusion, tab] + [f"{g[c].astype(float).mean() * (100 if c not in ('test_brier', 'test_ece') else 1):.2f}"
+                                                      if c not in ("test_brier", "test_ece") else f"{g[c].astype(float).mean():.4f}"
+                                                      for c, _ in cols] + [f"{int(single.sum())}/{len(g)}"])
+    n_runs = int(df["test_single_class"].notna().sum())
+    n_single = int(df["test_single_class"].astype("boolean").fillna(False).astype(bool).sum())
+    return ["## Operating point (threshold chosen on validation)", "",
+            "The decision threshold of every binary run is chosen on its validation predictions by Youden's J "
+            "(sensitivity + specificity − 1; Youden 1950) and applied to the test split; the class weights and the "
+            "sampler shift the logits, so a fixed 0.5 means nothing. Mean over seeds; balanced ACC, sensitivity, "
+            "specificity and AUPRC in %, Brier score and expected calibration error (10 equal-width bins) of the "
+            "predicted probability. The published results keep every run's validation logits, so any other rule "
+            f"can be recomputed. Runs predicting a single class on test: {n_single} of {n_runs}.", "",
+            tabulate(rows, headers=["Protocol", "Strategy", "Fusion", "Tabular encoder"] + [c[1] for c in cols]
+                     + ["Single-class runs"], tablefmt="github", disable_numparse=True), ""]
+
+
+SINGLE_MODALITY = ("image_only", "tabular_only", "logreg[table]", "lightgbm[table]")
+
+
+def render_sensitivity(stats: pd.DataFrame, metric: str) -> list[str]:
+    """Does the best fusion beat the best single-modality model? One test per protocol × strategy."""
+    from bench.stats import holm, paired_bootstrap_p  # noqa: F401  (documented method)
+
+    rows = []
+    for (proto, strategy), g in stats.groupby(["protocol", "strategy"], sort=True):
+        fus = g[(g["role"] == "fusion") & g["complete"] & g["pooled"].notna()]
+        single = g[g["fusion"].isin(SINGLE_MODALITY) & g["complete"] & g["pooled"].notna()]
+        if not len(fus) or not len(single):
+            continue
+        bf, bs = fus.loc[fus["pooled"].idxmax()], single.loc[single["pooled"].idxmax()]
+        p = bf.get("sens_p", np.nan)
+        rows.append([proto, strategy, f"{bf.fusion} · {bf.tabular_encoder}", f"{bf.pooled * 100:.2f}",
+                     f"{bs.fusion} · {bs.tabular_encoder}", f"{bs.pooled * 100:.2f}",
+                     f"{(bf.pooled - bs.pooled) * 100:+.2f}", _fmt_p(p), _fmt_p(bf.get("sens_p_holm", np.nan))])
+    if not rows:
+        return []
+    test = "one-sided DeLong test" if metric == "auc" else "one-sided paired bootstrap"
+    return ["## Does fusion help? (the benchmark's sensitivity check)", "",
+            "Per protocol and strategy: the best fusion (seed ensemble) against the best single-modality model "
+            "(image-only or tabular-only head, or a classical model on the table alone), "
+            f"{test} that the fusion is better, Holm-adjusted over the rows of this table. On the synthetic replica "
+            "v2 the generator plants an image × table interaction that no single modality or additive model "
+            "recovers: a benchmark that cannot detect it is not sensitive.", "",
+            tabulate(rows, headers=["Protocol", "Strategy", "Best fusion", "Seed ensemble (%)",
+                                    "Best single modality", "Seed ensemble (%)", "Difference", "p", "Holm p"],
+                     tablefmt="github", disable_numparse=True), ""]
+
+
+def render_drops(drops: pd.DataFrame, metric_label: str) -> list[str]:
+    rows = [[r.strategy, r.fusion, r.tabular_encoder, f"{r.estimate * 100:+.2f}",
+             f"[{r.lo * 100:+.2f}, {r.hi * 100:+.2f}]", _fmt_p(r.p), _fmt_p(r.p_holm)]
+            for r in drops.sort_values(["strategy", "fusion", "tabular_encoder"]).itertuples()]
+    return ["## Drop (incomplete − complete)", "",
+            f"Mean over seeds of the per-seed difference in test {metric_label} between the incomplete-tabular and "
+            f"the complete protocol (points); {CI_LEVEL:.0%} CI and two-sided p from a paired bootstrap over seeds and "
+            f"test samples ({int(N_BOOT)} resamples; the same resample for both protocols), p Holm-adjusted over the "
+            "table.", "",
+            tabulate(rows, headers=["Strategy", "Fusion", "Tabular encoder", "Drop", f"{CI_LEVEL:.0%} CI", "p", "Holm p"],
+                     tablefmt="github", disable_numparse=True), ""]
+
+
+def drop_statistics(df: pd.DataFrame, suite_dir: Path, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> pd.DataFrame:
+    """Per method with both protocols and the same seeds: the drop with its seed × sample bootstrap CI."""
+    from bench.stats import holm, paired_seed_sample_bootstrap_diff_ci
+
+    metric = df["metric"].iloc[0]
+    task = "binary" if metric == "auc" else "multiclass"
+    out = []
+    for (strategy, fusion, tab), g in df.groupby(["strategy", "fusion", "tabular_encoder"], sort=True):
+        a, b = g[g.protocol == "complete"].sort_values("seed"), g[g.protocol == "incomplete-tabular"].sort_values("seed")
+        if not len(a) or list(a["seed"]) != list(b["seed"]):
+            continue
+        pa = [_load_predictions(suite_dir, r) for r in a.itertuples()]
+        pb = [_load_predictions(suite_dir, r) for r in b.itertuples()]
+        if any(p is None for p in pa + pb):
+            continue
+        ids = pa[0]["test_ids"]
+        try:
+            res = paired_seed_sample_bootstrap_diff_ci(task, pa[0]["test_y"], _aligned_seed_scores(pa, ids),
+                                                       _aligned_seed_scores(pb, ids), n_boot=n_boot,
+                                                       alpha=1 - CI_LEVEL, seed=seed)
+        except (MetricError, KeyError):
+            continue
+        out.append({"strategy": strategy, "fusion": fusion, "tabular_encoder": tab, "estimate": res.estimate,
+                    "lo": res.lo, "hi": res.hi, "p": res.p})
+    frame = pd.DataFrame(out)
+    if len(frame):
+        frame["p_holm"] = holm(frame["p"].to_numpy(dtype=float))
+    return frame
 
 
 class ProvenanceJSON(TypedDict):
@@ -382,6 +635,12 @@ class MethodJSON(TypedDict):
     strategy: str
     fusion: str
     tabular_encoder: str
+    role: str
+    mean_ci_low: float | None
+    mean_ci_high: float | None
+    p_vs_best: float | None
+    p_holm: float | None
+    tied_with_best: bool
     seeds: list[int]
     n_seeds: int
     n_expected: int
@@ -433,6 +692,8 @@ def leaderboard_json(df: pd.DataFrame, stats: pd.DataFrame, meta: dict, expected
     for r in stats.sort_values(METHOD_KEYS).itertuples():
         methods.append(MethodJSON(
             protocol=r.protocol, strategy=r.strategy, fusion=r.fusion, tabular_encoder=r.tabular_encoder,
+            role=r.role, mean_ci_low=_num(r.mean_ci_low), mean_ci_high=_num(r.mean_ci_high),
+            p_vs_best=_num(r.p_vs_best), p_holm=_num(r.p_holm), tied_with_best=bool(r.tied),
             seeds=list(r.seeds), n_seeds=int(r.n_seeds), n_expected=int(r.n_expected), complete=bool(r.complete),
             test_mean=_num(r.mean), test_std=_num(r.std), test_values=list(r.test_values),
             val_mean=_num(r.val_mean), val_std=_num(r.val_std),
@@ -460,7 +721,12 @@ def leaderboard_json(df: pd.DataFrame, stats: pd.DataFrame, meta: dict, expected
             bench_version=env.get("bench_version", df["bench_version"].iloc[0]),
             git_commit=env.get("git_commit", df["git_commit"].iloc[0]),
             torch=env.get("libraries", {}).get("torch"), device=device),
-        statistics={"pooling": "per-sample predicted probability averaged over seeds (seed ensemble)",
+        statistics={"headline_ci": {"method": "percentile bootstrap over seeds and test samples", "level": CI_LEVEL,
+                                    "n_boot": N_BOOT, "seed": BOOT_SEED},
+                    "ties": {"reference": "best seed-ensemble metric among ranked methods (fusion, baseline) with "
+                                          "every seed", "adjustment": "Holm", "alpha": TIE_ALPHA,
+                             "test": "DeLong" if metric == "auc" else "paired bootstrap of accuracy"},
+                    "pooling": "per-sample predicted probability averaged over seeds (seed ensemble)",
                     "ci": {"method": "percentile bootstrap over test samples", "level": CI_LEVEL, "n_boot": N_BOOT,
                            "seed": BOOT_SEED, "stratified": metric == "auc"},
                     "delong": ("two-sided DeLong test of pooled AUCs vs the best complete method of the same "
@@ -512,17 +778,32 @@ def _describe_search(search: dict) -> str:
     if not search:
         return "none"
     backend = {"optuna": "Optuna", "ray": "Ray Tune (OptunaSearch)"}.get(search.get("backend", "optuna"), search.get("backend"))
-    parts = [f"frozen: {search.get('frozen_n_trials', search.get('n_trials', 1))} {backend} trial(s) over lr {search.get('lr')}"]
-    if search.get("fusion_params"):
-        parts[0] += f" (+ {', '.join(search['fusion_params'])} where a fusion declares it)"
-    if "trainable_lr" in search or "trainable_n_trials" in search:
-        n = search.get("trainable_n_trials", search.get("n_trials", 1))
-        lr = search.get("trainable_lr", search.get("lr"))
-        parts.append(f"trainable: {n} trial(s) over lr {lr}" if n > 1 else f"trainable: lr fixed at {lr[0]} (no search)")
-    pruner = search.get("pruner")
-    if pruner and pruner != "none":
-        parts.append(f"pruner {pruner}")
-    return "; ".join(parts) + "; grid when the space fits, else seeded TPE; validation split, seed 2022, same budget for every method"
+    if "n_configs" not in search and "frozen_n_configs" not in search:  # results made before equal searches
+        parts = [f"frozen: {search.get('frozen_n_trials', search.get('n_trials', 1))} {backend} trial(s) over lr "
+                 f"{search.get('lr')}"]
+        if search.get("fusion_params"):
+            parts[0] += f" (+ {', '.join(search['fusion_params'])} where a fusion declares it)"
+        if "trainable_lr" in search or "trainable_n_trials" in search:
+            n = search.get("trainable_n_trials", search.get("n_trials", 1))
+            lr = search.get("trainable_lr", search.get("lr"))
+            parts.append(f"trainable: {n} trial(s) over lr {lr}" if n > 1 else f"trainable: lr fixed at {lr[0]} (no search)")
+        pruner = search.get("pruner")
+        if pruner and pruner != "none":
+            parts.append(f"pruner {pruner}")
+        return "; ".join(parts) + "; grid when the space fits, else seeded TPE; validation split, seed 2022"
+    n = search.get("frozen_n_configs", search.get("n_configs"))
+    wd = search.get("weight_decay")
+    parts = [f"frozen: {n} distinct configurations per method ({backend}), every lr of {search.get('lr')}"
+             + (f" × weight decay {wd}" if wd else "")
+             + (f", + {', '.join(search['fusion_params'])} drawn on top where a fusion declares it"
+                if search.get("fusion_params") else "")]
+    tn = search.get("trainable_n_configs", 1)
+    tlr = search.get("trainable_lr", search.get("lr"))
+    parts.append(f"trainable: {tn} configurations over lr {tlr}" if tn > 1 else f"trainable: lr fixed at {tlr[0]} (no search)")
+    pruner = search.get("pruner", "none")
+    parts.append("no pruning" if pruner == "none" else f"pruner {pruner}")
+    return ("; ".join(parts) + "; each configuration once, the same for every method (equal budgets); best by the "
+            "validation metric, seed 2022")
 
 
 def suite_metadata(suite_dir: Path, reports: list | None = None) -> dict:
@@ -535,6 +816,25 @@ def suite_metadata(suite_dir: Path, reports: list | None = None) -> dict:
         if p:
             probes[(r.spec.tabular_encoder, r.spec.protocol)] = p
     meta["probes"] = probes
+    pre: dict[str, dict] = {}
+    changes: dict[str, list] = {}
+    vals = {(r.spec.protocol, r.spec.tabular_encoder, r.spec.fusion, r.spec.strategy, r.spec.seed): r.val.get("value")
+            for r in (load_reports(suite_dir) if reports is None else reports)}
+    for r in load_reports(suite_dir) if reports is None else reports:
+        p = r.training.get("pretraining")
+        if p and r.training.get("kind", "fusion") != "ceiling":
+            pre.setdefault(r.spec.tabular_encoder, p)
+        c = r.training.get("encoder_change")
+        if c:
+            frozen = vals.get((r.spec.protocol, r.spec.tabular_encoder, r.spec.fusion, "frozen", r.spec.seed))
+            delta = None if frozen is None or r.val.get("value") is None else r.val["value"] - frozen
+            changes.setdefault(r.spec.tabular_encoder, []).append((c["image_relative_l2"], c["tabular_relative_l2"], delta))
+    meta["pretraining"] = pre
+    meta["encoder_change"] = {
+        tab: {"image": float(np.median([c[0] for c in cs])), "tabular": float(np.median([c[1] for c in cs])),
+              "delta_val": ("–" if all(c[2] is None for c in cs) else
+                            f"{np.mean([c[2] for c in cs if c[2] is not None]) * 100:+.2f}"), "n": len(cs)}
+        for tab, cs in changes.items()}
     meta["latency_runs"] = meta.get("budget_config", {}).get("latency", {}).get("runs", "n")
     return meta
 
@@ -577,7 +877,9 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
     failures = load_failures(suite_dir)
     meta["failed_cells"] = {(f["spec"]["fusion"], f["spec"]["tabular_encoder"], f["spec"]["strategy"], f["spec"]["protocol"])
                             for f in failures}
-    md = render_markdown(headline, meta, expected, statistics=stats, pareto_png=f"{name}-pareto.png")
+    drops = drop_statistics(headline[role_of(headline) != "ceiling"], suite_dir) \
+        if {"complete", "incomplete-tabular"} <= set(headline["protocol"]) else None
+    md = render_markdown(headline, meta, expected, statistics=stats, pareto_png=f"{name}-pareto.png", drops=drops)
     if failures:
         rows = [[f["spec"]["protocol"], f["spec"]["fusion"], f["spec"]["tabular_encoder"], f["spec"]["strategy"],
                  str(f["spec"]["seed"]), f["reason"][:160]] for f in failures]
