@@ -49,8 +49,8 @@ def _sha(obj: Any) -> str:
 @functools.lru_cache(maxsize=256)
 def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
     h = hashlib.sha256()
-    for path, _size, _mtime in files:
-        h.update(path.encode() + b"\0")
+    for path, _size, _mtime in files:  # the file's name, not where the checkout lies: a moved clone is the same code
+        h.update(Path(path).name.encode() + b"\0")
         try:
             h.update(Path(path).read_bytes())
         except OSError:

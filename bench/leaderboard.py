@@ -169,6 +169,7 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
         f"- **Budget**: `{df['budget'].iloc[0]}`; search: {_describe_search(search)}"
         + _describe_budget(suite_meta.get("budget_config", {})),
         "- **Protocols**: " + "; ".join(f"`{k}`: {v}" for k, v in suite_meta.get("protocols", {}).items()),
+        _describe_plugins(suite_meta.get("plugins", {})),
         f"- **Device** (latency at batch 1, {suite_meta.get('latency_runs', 'n')} runs after warm-up): {device}",
         f"- **bench** {env.get('bench_version', df['bench_version'].iloc[0])} @ commit `{env.get('git_commit', df['git_commit'].iloc[0])}`;"
         f" torch {env.get('libraries', {}).get('torch', '?')}; last run finished {suite_meta.get('last_run', '?')}",
@@ -780,6 +781,17 @@ def _describe_budget(budget: dict) -> str:
     return ("; budget settings: " + "; ".join(notes)) if notes else ""
 
 
+def _describe_plugins(plugins: dict) -> str:
+    """Where every plug-in of the table came from: distribution, version and source hash."""
+    if not plugins:
+        return "- **Plug-ins**: not recorded (runs made before fingerprints)"
+    parts = []
+    for (kind, name), p in sorted(plugins.items()):
+        where = f"{p.get('distribution') or 'not installed as a distribution'} {p.get('version') or ''}".strip()
+        parts.append(f"{kind} `{name}` ({where}; `{p.get('module')}` source `{p.get('source')}`)")
+    return "- **Plug-ins**: " + "; ".join(parts)
+
+
 def _describe_search(search: dict) -> str:
     if not search:
         return "none"
@@ -836,6 +848,12 @@ def suite_metadata(suite_dir: Path, reports: list | None = None) -> dict:
             delta = None if frozen is None or r.val.get("value") is None else r.val["value"] - frozen
             changes.setdefault(r.spec.tabular_encoder, []).append((c["image_relative_l2"], c["tabular_relative_l2"], delta))
     meta["pretraining"] = pre
+    plugins: dict[tuple, dict] = {}
+    for r in load_reports(suite_dir) if reports is None else reports:
+        for kind, ident in (r.fingerprint or {}).get("plugins", {}).items():
+            if isinstance(ident, dict) and ident.get("name"):
+                plugins.setdefault((kind, ident["name"]), ident)
+    meta["plugins"] = plugins
     meta["encoder_change"] = {
         tab: {"image": float(np.median([c[0] for c in cs])), "tabular": float(np.median([c[1] for c in cs])),
               "delta_val": ("–" if all(c[2] is None for c in cs) else

@@ -45,7 +45,12 @@ class EncoderSpec:
         return get(self.kind, self.name)(**self.kwargs)
 
     def key(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "kwargs": self.kwargs}
+        """What the cached pretrained weights depend on, the encoder's source code included (an edited
+        plug-in never reuses weights trained by its old code)."""
+        from bench.fingerprint import plugin_identity
+
+        return {"kind": self.kind, "name": self.name, "kwargs": self.kwargs,
+                "source": plugin_identity(self.kind, self.name)["source"]}
 
 
 def projection_head(d_in: int, d_out: int) -> nn.Sequential:
