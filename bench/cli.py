@@ -235,7 +235,7 @@ def _cmd_run(args) -> int:
             from bench.leaderboard import write_leaderboard
 
             write_leaderboard(result.suite_dir, expected_seeds=suite.seeds, publish_to=_repo_leaderboards_dir(),
-                              run_ids=[sp.run_id for sp in plan])
+                              run_ids=result.run_ids or [sp.run_id for sp in plan])  # reference rows too
     md = (result.suite_dir / "leaderboard.md").read_text()
     print(md)
     counts = _run_counts(args.out, plan, before)

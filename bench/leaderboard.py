@@ -933,6 +933,7 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
     if publish_to is not None:
         from bench.publish import export_compact, render_from_compact
 
-        export_compact(suite_dir, publish_to / "results" / name)  # what `nox -s leaderboard` re-renders from
+        # what `nox -s leaderboard` re-renders from: this invocation's runs only
+        export_compact(suite_dir, publish_to / "results" / name, run_ids=run_ids)
         render_from_compact(publish_to / "results" / name, publish_to)
     return suite_dir / "leaderboard.md"

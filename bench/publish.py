@@ -42,8 +42,9 @@ PREDICTIONS = "predictions.npz"
 LEADERBOARDS = Path(__file__).resolve().parent.parent / "leaderboards"
 
 
-def export_compact(suite_dir: Path, dest: Path) -> int:
-    """Copy the compact results of ``suite_dir`` to ``dest`` (replacing it); returns the number of runs."""
+def export_compact(suite_dir: Path, dest: Path, run_ids: list[str] | None = None) -> int:
+    """Copy the compact results of ``suite_dir`` to ``dest`` (replacing it); returns the number of runs.
+    ``run_ids``: only these runs (one invocation's plan), whatever else lies in the folder."""
     if dest.resolve() == suite_dir.resolve():
         return sum(1 for d in (dest / "runs").glob("*") if is_done(d))
     tmp = dest.with_name(dest.name + ".tmp")
@@ -51,7 +52,10 @@ def export_compact(suite_dir: Path, dest: Path) -> int:
     (tmp / "runs").mkdir(parents=True)
     shutil.copy2(suite_dir / "suite.json", tmp / "suite.json")
     n = 0
+    wanted = None if run_ids is None else set(run_ids)
     for run in sorted((suite_dir / "runs").glob("*")):
+        if wanted is not None and run.name not in wanted:
+            continue
         if not is_done(run):
             if (run / FAILED).exists():  # a failed run is part of the leaderboard too
                 (tmp / "runs" / run.name).mkdir()
