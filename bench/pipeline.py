@@ -195,7 +195,7 @@ def cached_features(key: dict, device: torch.device, compute, *args) -> tuple:
         return tuple(None if t is None else t.to(device) for t in saved)
     out = compute(*args)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")  # several suites may share one cache
     torch.save(tuple(None if t is None else t.cpu() for t in out), tmp)
     os.replace(tmp, path)
     return out

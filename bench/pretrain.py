@@ -246,7 +246,7 @@ def pretrain_pair(
         heldout["learned"] = learned(heldout)
         info["heldout"] = heldout
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")  # several suites may share one cache
     cpu_state = {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in (("image", img_enc), ("tabular", tab_enc))}
     torch.save({**cpu_state, "info": info}, tmp)
     os.replace(tmp, path)
