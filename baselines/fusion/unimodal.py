@@ -16,37 +16,34 @@ from bench.registry import register_fusion
 __all__ = ["ImageOnly", "TabularOnly"]
 
 
-@register_fusion("image_only", summary="baseline: one linear layer on the pooled image vector (table ignored)")
-class ImageOnly(Fusion):
-    """Image-only head: logits from the pooled image features alone."""
+class _SingleModality(Fusion):
+    """One linear layer on one modality's pooled vector; the other modality is ignored."""
 
     role = "baseline"
+    modality = "image"
     needs_tokens = False
     handles_missing = False
     search_space: dict[str, dict] = {}
 
     def __init__(self, *, dims: FusionDims, n_classes: int):
         super().__init__(dims=dims, n_classes=n_classes)
-        self.head = nn.Linear(dims.image_pooled, n_classes)
+        width = dims.image_pooled if self.modality == "image" else dims.tabular_pooled
+        self.head = nn.Linear(width, n_classes)
 
     def fuse(self, image_tokens: Tensor, image_pooled: Tensor, tabular_tokens: Tensor, tabular_pooled: Tensor,
              image_available: Tensor, tabular_available: Tensor) -> FusionOutput:
-        return FusionOutput(logits=self.head(image_pooled))
+        return FusionOutput(logits=self.head(image_pooled if self.modality == "image" else tabular_pooled))
+
+
+@register_fusion("image_only", summary="baseline: one linear layer on the pooled image vector (table ignored)")
+class ImageOnly(_SingleModality):
+    """Image-only head: logits from the pooled image features alone."""
+
+    modality = "image"
 
 
 @register_fusion("tabular_only", summary="baseline: one linear layer on the pooled tabular vector (image ignored)")
-class TabularOnly(Fusion):
+class TabularOnly(_SingleModality):
     """Tabular-only head: logits from the pooled tabular features alone."""
 
-    role = "baseline"
-    needs_tokens = False
-    handles_missing = False
-    search_space: dict[str, dict] = {}
-
-    def __init__(self, *, dims: FusionDims, n_classes: int):
-        super().__init__(dims=dims, n_classes=n_classes)
-        self.head = nn.Linear(dims.tabular_pooled, n_classes)
-
-    def fuse(self, image_tokens: Tensor, image_pooled: Tensor, tabular_tokens: Tensor, tabular_pooled: Tensor,
-             image_available: Tensor, tabular_available: Tensor) -> FusionOutput:
-        return FusionOutput(logits=self.head(tabular_pooled))
+    modality = "tabular"
