@@ -62,11 +62,22 @@ def design_matrix(x_num: np.ndarray, x_cat: np.ndarray, cardinalities: list[int]
     return np.concatenate(parts, axis=1)
 
 
+def _all_classes(scores: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Multi-class scores over every class: a class absent from the training split gets a logit far below
+    every other (a classifier cannot predict a class it never saw)."""
+    if scores.shape[1] == n_classes:
+        return scores
+    full = np.full((len(scores), n_classes), float(scores.min()) - 30.0, dtype=np.float32)
+    full[:, np.asarray(classes, dtype=np.int64)] = scores
+    return full
+
+
 def _val_metric(task: str, y: np.ndarray, scores: np.ndarray) -> float:
     return float(evaluate(task, y, scores)["value"])
 
 
-def fit_logreg(x: np.ndarray, y: np.ndarray, split: Split, task: str, seed: int) -> tuple[np.ndarray, dict]:
+def fit_logreg(x: np.ndarray, y: np.ndarray, split: Split, task: str, seed: int,
+               n_classes: int | None = None) -> tuple[np.ndarray, dict]:
     """L2 logistic regression on standardised columns (statistics of the training split); C by validation."""
     from sklearn.linear_model import LogisticRegression
 
@@ -77,6 +88,8 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, split: Split, task: str, seed: int)
         model = LogisticRegression(C=c, max_iter=3000, random_state=seed)
         model.fit(z[split.train], y[split.train])
         scores = _scores(model, z, task)
+        if task != "binary":
+            scores = _all_classes(scores, model.classes_, int(y.max()) + 1 if n_classes is None else n_classes)
         val = _val_metric(task, y[split.val], scores[split.val])
         if best is None or val > best[0]:
             best = (val, scores, {"model": "logistic regression (L2)", "C": c, "C_grid": list(LOGREG_C)})
@@ -89,7 +102,8 @@ def _scores(model, z: np.ndarray, task: str) -> np.ndarray:
     return model.predict_log_proba(z).astype(np.float32)
 
 
-def fit_lightgbm(x: np.ndarray, y: np.ndarray, split: Split, task: str, seed: int) -> tuple[np.ndarray, dict]:
+def fit_lightgbm(x: np.ndarray, y: np.ndarray, split: Split, task: str, seed: int,
+                 n_classes: int | None = None) -> tuple[np.ndarray, dict]:
     """Gradient-boosted trees (LightGBM), early-stopped on validation; ``num_leaves`` by validation."""
     import lightgbm as lgb
 
@@ -105,10 +119,14 @@ def fit_lightgbm(x: np.ndarray, y: np.ndarray, split: Split, task: str, seed: in
                                    random_state=seed, n_jobs=1, verbose=-1, deterministic=True, force_row_wise=True)
         with warnings.catch_warnings():  # LightGBM 4.7 renamed eval_set; the old name works on every 4.x
             warnings.simplefilter("ignore")
-            model.fit(x[split.train], y[split.train], eval_set=[(x[split.val], y[split.val])],
+            # early stopping can only score validation rows of classes the training split has
+            seen = np.isin(y[split.val], np.unique(y[split.train]))
+            model.fit(x[split.train], y[split.train], eval_set=[(x[split.val][seen], y[split.val][seen])],
                       callbacks=[lgb.early_stopping(stop, verbose=False)])
         raw = model.predict(x, raw_score=True, num_iteration=model.best_iteration_)
         scores = (raw[:, None] if raw.ndim == 1 else raw).astype(np.float32)
+        if multi:
+            scores = _all_classes(scores, model.classes_, int(y.max()) + 1 if n_classes is None else n_classes)
         val = _val_metric(task, y[split.val], scores[split.val])
         if best is None or val > best[0]:
             best = (val, scores, {"model": "LightGBM", "num_leaves": leaves, "leaves_grid": list(leaves_grid),
@@ -159,7 +177,7 @@ def write_reference_runs(*, out, suite, protocol: str, image_label: str, data, p
             if not force and is_done(run_dir(out, sp), fp):
                 continue
             if isinstance(how, str):
-                scores, info = FITTERS[how](x, y, split, data.task, int(seed))
+                scores, info = FITTERS[how](x, y, split, data.task, int(seed), n_classes=int(data.n_classes))
             else:  # a ceiling: the generator's logit for every sample, nothing fitted
                 scores, info = np.asarray(how, dtype=np.float32)[:, None], {"model": f"generator {what['ceiling']} logit"}
             test = evaluate(data.task, y[split.test], scores[split.test])
