@@ -480,7 +480,7 @@ def render_pretraining(meta: dict, df: pd.DataFrame, metric_label: str) -> list[
     rows = []
     for tab, p in sorted(info.items()):
         h = p.get("heldout")
-        if not h:
+        if not h or h.get("itc") is None or h.get("itc_init") is None:  # too few held-out pairs for one batch
             rows.append([tab, str(p.get("epochs", "?")), str(p.get("samples", "?")), "not measured", "", "", "", "–"])
             continue
         rows.append([tab, str(p.get("epochs", "?")), str(p.get("samples", "?")),

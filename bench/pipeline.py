@@ -408,11 +408,15 @@ def run_suite(
             data_checksum=prov["checksum"], device=dev, progress=pbar, heldout_idx=prep.val)
         pbar.close()
         ho = pinfo.get("heldout") or {}
+
+        def _f(key: str, fmt: str = ".3f") -> str:
+            v = ho.get(key)
+            return "n/a" if v is None else format(v, fmt)
+
         _say(f"[bench] pretrained {image_label}+{tab_name} ({'cache' if pinfo['cached'] else str(pinfo['seconds']) + ' s'}): "
-             f"held-out ITC {ho.get('itc_init', float('nan')):.3f} -> {ho.get('itc', float('nan')):.3f} "
-             f"(chance ln B {ho.get('chance_itc', float('nan')):.3f}), top-1 retrieval {ho.get('top1_init', float('nan')):.3f} -> "
-             f"{ho.get('top1', float('nan')):.3f} (chance 1/B {ho.get('chance_top1', float('nan')):.4f})"
-             + ("" if ho.get("learned") else " — ENCODERS NOT TRAINED (short of ln B - 0.5 and 5/B)"))
+             f"held-out ITC {_f('itc_init')} -> {_f('itc')} (chance ln B {_f('chance_itc')}), top-1 retrieval "
+             f"{_f('top1_init')} -> {_f('top1')} (chance 1/B {_f('chance_top1', '.4f')})"
+             + ("" if ho.get("learned") else " — ENCODERS NOT TRAINED (short of ln B - 0.5 and 5/B, or too few held-out pairs)"))
         torch.manual_seed(PRETRAIN_SEED)  # the exact starting point of pretraining, for the random-init probes
         init_img, init_tab = image_spec.build().to(dev), tab_spec.build().to(dev)
         if hasattr(init_tab, "tokens_needed"):

@@ -28,9 +28,6 @@ def ol3i_smoke(tmp_path_factory):
 def test_results_table_complete(ol3i_smoke):
     everything = pd.read_csv(ol3i_smoke / "results.csv")
     assert list(everything.columns) == RESULT_COLUMNS
-    refs = everything[everything.kind != "fusion"]  # reference rows: classical models and the synthetic ceilings
-    assert set(refs.kind) == {"baseline", "ceiling"} and refs.test_value.between(0, 1).all()
-    assert {"logreg[table]", "lightgbm[table]", "ceiling[bayes]", "lightgbm[table,image]"} <= set(refs.fusion)
     assert everything.test_balanced_accuracy.notna().all() and everything.threshold.notna().all()
     df = everything[everything.kind == "fusion"]
     # 3 fusions x 3 tabular encoders x 2 strategies x 2 protocols x 2 seeds
@@ -71,7 +68,7 @@ def test_dvm_complete_multiclass(tmp_path):
                "--tabular", "mlp", "ft_mamba", "--strategy", "frozen"])
     assert rc == 0
     df = pd.read_csv(tmp_path / "dvm-complete" / "results.csv")
-    assert {"image_only", "tabular_only", "lightgbm[table]"} <= set(df[df.kind == "baseline"].fusion)
+    assert {"image_only", "tabular_only"} <= set(df[df.kind == "baseline"].fusion)
     df = df[df.kind == "fusion"]
     assert (df.metric == "acc").all() and len(df) == 3 * 2 * 2  # 3 fusions, 2 encoders, 2 seeds
     assert "101 classes" in (tmp_path / "dvm-complete" / "leaderboard.md").read_text()
