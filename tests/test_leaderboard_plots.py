@@ -90,14 +90,14 @@ def binary_suite(tmp_path_factory):
 def test_statistics_table(binary_suite):
     root, _, written = binary_suite
     md = (root / "leaderboard.md").read_text()
-    assert "## Test AUC (%)" in md and "## Statistics (pooled seeds)" in md
+    assert "## Test AUC (%)" in md and "## Statistics" in md
     assert "averaged over the method's seeds" in md and "DeLong" in md and "Sun & Xu 2014" in md
-    rows = {(r[1], r[2]): r for r in _section(md, "Statistics (pooled seeds)")}
+    rows = {(r[1], r[3]): r for r in _section(md, "Statistics")}
     assert len(rows) == 6
-    assert [r[7] for k, r in rows.items() if k[1] == "slow_good"] == ["ref (best)", "ref (best)"]
+    assert [r[10] for k, r in rows.items() if k[1] == "slow_good"] == ["ref (best)", "ref (best)"]
     # the weak method is clearly worse than the best on 240 samples; both are pooled over 2 seeds
-    assert float(rows[("frozen", "weak")][7]) < 0.001
-    assert rows[("frozen", "fair")][4] == "1/2†" and rows[("trainable", "fair")][4] == "2/2"
+    assert float(rows[("frozen", "weak")][10]) < 0.001
+    assert rows[("frozen", "fair")][5] == "1/2†" and rows[("trainable", "fair")][5] == "2/2"
     assert "† fewer finished seeds" in md.split("## Statistics", 1)[1]
     # the incomplete cell of the main table stays flagged too
     assert "(1/2 seeds)†" in md
@@ -106,9 +106,9 @@ def test_statistics_table(binary_suite):
     _, l1 = written[("weak", "trainable", 1)]
     pooled = roc_auc_score(y, (1 / (1 + np.exp(-l0[:, 0])) + 1 / (1 + np.exp(-l1[:, 0]))) / 2)
     row = rows[("trainable", "weak")]
-    assert float(row[5]) == pytest.approx(pooled * 100, abs=0.006)
-    lo, hi = (float(v) for v in row[6].strip("[]").split(","))
-    assert lo <= float(row[5]) <= hi
+    assert float(row[8]) == pytest.approx(pooled * 100, abs=0.006)
+    lo, hi = (float(v) for v in row[9].strip("[]").split(","))
+    assert lo <= float(row[8]) <= hi
     assert "![AUC (%) vs GMac and latency, with Pareto fronts](fake-pareto.png)" in md
 
 
@@ -117,7 +117,7 @@ def test_leaderboard_json_schema(binary_suite):
     data = json.loads((root / "leaderboard.json").read_text())
     assert (pub / "fake.json").read_text() == (root / "leaderboard.json").read_text()
     assert set(data) == set(typing.get_type_hints(LeaderboardJSON))
-    assert data["schema_version"] == 1 and data["task"] == "binary" and data["metric"] == "auc"
+    assert data["schema_version"] == 2 and data["task"] == "binary" and data["metric"] == "auc"
     assert data["seeds_expected"] == [0, 1] and data["figures"] == ["fake-pareto.png"]
     assert data["provenance"]["checksum"] == "c0ffee" and data["environment"]["git_commit"] == "abc123"
     assert data["statistics"]["ci"] == {"method": "percentile bootstrap over test samples", "level": 0.95,
@@ -174,10 +174,10 @@ def test_multiclass_statistics_have_ci_but_no_delong(tmp_path):
     make_suite(root, task="multiclass", incomplete=None)
     write_leaderboard(root)
     md = (root / "leaderboard.md").read_text()
-    rows = _section(md, "Statistics (pooled seeds)")
-    assert len(rows) == 6 and all(r[7] == "–" for r in rows) and all(r[6].startswith("[") for r in rows)
-    assert "Pooled top-1 ACC (%)" in md and "DeLong's test compares ROC AUCs of a binary task" in md
+    rows = _section(md, "Statistics")
+    assert len(rows) == 6 and all(r[9].startswith("[") and r[7].startswith("[") for r in rows)
+    assert "Seed ensemble top-1 ACC (%)" in md and "paired bootstrap" in md
     data = json.loads((root / "leaderboard.json").read_text())
     assert data["task"] == "multiclass" and data["statistics"]["delong"] is None
-    assert all(m["delong_p"] is None and m["delong_reference"] is None for m in data["methods"])
+    assert all(m["delong_p"] is None for m in data["methods"])  # ties by a paired bootstrap, not DeLong
     assert (root / "fakemc-pareto.png").read_bytes().startswith(PNG_MAGIC)

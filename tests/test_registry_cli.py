@@ -43,7 +43,7 @@ def test_lazy_entries_and_builtin_wins(caplog):
 
 
 ALL_FUSIONS = ["concat", "cross_attention", "amf", "amc", "masked_attention", "late_fusion", "gmu",
-               "concat_missing_embedding"]
+               "concat_missing_embedding", "image_only", "tabular_only"]
 
 
 def test_suite_budgets_and_narrowing():

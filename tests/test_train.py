@@ -105,7 +105,8 @@ def test_search_enumerates_small_grids_and_returns_the_best():
         return 1.0 - abs(np.log10(hp["lr"]) + 3) - hp["weight_decay"]
 
     best, info = search_hyperparameters(objective, fusion_cls=Fusion, strategy="frozen",
-                                        budget={"n_trials": 6, "lr": [1e-2, 1e-3, 1e-4]}, seed=0)
+                                        budget={"n_configs": 6, "lr": [1e-2, 1e-3, 1e-4],
+                                                "weight_decay": [0.1, 0.0]}, seed=0)
     assert best == {"lr": 1e-3, "weight_decay": 0.0} and info["backend"] == "optuna" and info["sampler"] == "grid" and len(seen) == 6
     best, info = search_hyperparameters(objective, fusion_cls=Fusion, strategy="trainable",
                                         budget={"trainable_n_trials": 1, "trainable_lr": [1e-4]}, seed=0)
