@@ -181,7 +181,8 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
     ]
     lines += ["Bold: tied with the best ranked method of the column (Holm-adjusted p ≥ 0.05; see *Statistics*), "
               "so several cells may be bold. Role: `fusion` methods; `baseline` rows (single-modality heads on the "
-              "same encoders, classical models on the table and on table + frozen image features) and, on synthetic "
+              "same encoders; `logreg[…]` = L2 logistic regression (scikit-learn) and `lightgbm[…]` = gradient-boosted "
+              "trees (LightGBM), on the table and on table + frozen image features) and, on synthetic "
               "data, `ceiling` rows from the generator's known logit (upper bounds, never ranked). "
               "A tabular encoder marked *encoders not trained* is a pair whose contrastive pretraining did not beat "
               "chance by the budget's margin on held-out pairs (see *Pretraining*).", ""]
