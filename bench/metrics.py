@@ -3,9 +3,8 @@
 Conventions
 -----------
 * Binary tasks: the model emits one logit per sample (``[N]`` or ``[N, 1]``); the primary metric is
-  ROC AUC (rank-based, so logits and sigmoid probabilities give the same value). The extras are the
-  accuracy at probability threshold 0.5 (``sigmoid(logit) >= 0.5``, i.e. ``logit >= 0``) and the
-  balanced accuracy at the same threshold.
+  ROC AUC (rank-based, so logits and sigmoid probabilities give the same value). Accuracy and
+  balanced accuracy are reported at a decision threshold chosen on validation, never at a fixed 0.5.
 * Multiclass tasks: the model emits ``[N, C]`` logits; the primary metric is top-1 accuracy, with
   top-5 accuracy as an extra when ``C >= 5``.
 * Metric values are fractions in ``[0, 1]``; :func:`format_mean_std` scales them for tables.
@@ -154,26 +153,26 @@ def primary_metric(task: str) -> str:
         raise MetricError(f"unknown task {task!r}; expected one of {sorted(_PRIMARY)}") from None
 
 
-def evaluate(task: Task, y_true: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
+def evaluate(task: Task, y_true: np.ndarray, logits: np.ndarray, threshold: float | None = None) -> dict[str, Any]:
     """All metrics of one evaluation.
 
-    Returns ``{"metric": "auc" | "acc", "value": <primary>, "n": <samples>, ...extras}``; extras are
-    ``"acc"`` and ``"balanced_acc"`` (threshold 0.5 on the sigmoid) for binary tasks and
-    ``"top5_acc"`` for multiclass tasks with at least 5 classes.
+    Returns ``{"metric": "auc" | "acc", "value": <primary>, "n": <samples>, ...extras}``. Binary tasks
+    add ``"acc"`` and ``"balanced_acc"`` only when a decision ``threshold`` on the logit is given
+    (positive iff ``logit >= threshold``; the harness chooses it on validation, see
+    :func:`bench.pipeline.operating_point`): under class weights and resampling a fixed 0.5 predicts
+    one class for most models, so no accuracy is reported without a chosen threshold. Multiclass
+    tasks with at least 5 classes add ``"top5_acc"``.
     """
     metric = primary_metric(task)
     y = _labels_1d(y_true)
     if task == "binary":
         s = _binary_scores(y, logits, name="logits")
         _check_binary_labels(y)
-        pred = (expit(s) >= 0.5).astype(np.int64)
-        return {
-            "metric": metric,
-            "value": auc(y, s),
-            "n": int(y.size),
-            "acc": float(np.mean(pred == y)),
-            "balanced_acc": float(balanced_accuracy_score(y, pred)),
-        }
+        out = {"metric": metric, "value": auc(y, s), "n": int(y.size)}
+        if threshold is not None:
+            pred = (s >= float(threshold)).astype(np.int64)
+            out.update(acc=float(np.mean(pred == y)), balanced_acc=float(balanced_accuracy_score(y, pred)))
+        return out
     a = np.asarray(logits, dtype=np.float64)
     if a.ndim != 2 or a.shape[1] < 2:
         raise MetricError(f"multiclass logits must have shape [N, C] with C >= 2, got {a.shape}")

@@ -564,9 +564,17 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
     if sp.strategy == "frozen":  # the head a warm-started trainable run starts from
         rd.mkdir(parents=True, exist_ok=True)
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, rd / HEAD_FILE)
+    # binary logits are stored and evaluated on the data's own prevalence: the class weights and the
+    # sampler's known shift is taken off (LossConfig.logit_offset); a constant, so AUC and thresholds keep
+    offset = ctx.loss.logit_offset() if data.task == "binary" else 0.0
+    val_logits = fit_res.best_val_logits - np.float32(offset)
+
+    def predict_test(state) -> np.ndarray:
+        return predict(model, ctx.forward_with(state), prep.test, 256) - np.float32(offset)
+
     ids = data.ids if data.ids is not None else np.arange(data.n)
     arrays = {"test_ids": np.asarray(ids)[prep.test].astype(str), "test_y": data.y[prep.test],
-              "val_y": data.y[prep.val], "val_logits": fit_res.best_val_logits}
+              "val_y": data.y[prep.val], "val_logits": val_logits}
     if ctx.fit_state.image_available is not None:
         arrays["fit_image_available"] = ctx.fit_state.image_available
     if ctx.fit_state.tabular_available is not None:
@@ -578,7 +586,7 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
         if cond.rate == 0 and complete is not None:
             metrics, logits = complete
         else:
-            logits = predict(model, ctx.forward_with(state), prep.test, 256)
+            logits = predict_test(state)
             metrics = evaluate(data.task, data.y[prep.test], logits)
             if cond.rate == 0:
                 complete = (metrics, logits)
@@ -593,11 +601,11 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
             headline = (metrics, logits)
     if headline is None:  # complete / incomplete-tabular data, no missingness at test
         if complete is None:
-            logits = predict(model, ctx.forward_with(ctx.test_state(NO_MISSINGNESS, sp.seed)), prep.test, 256)
+            logits = predict_test(ctx.test_state(NO_MISSINGNESS, sp.seed))
             complete = (evaluate(data.task, data.y[prep.test], logits), logits)
         headline = complete
     test, arrays["test_logits"] = headline
-    val = evaluate(data.task, data.y[prep.val], fit_res.best_val_logits)
+    val = evaluate(data.task, data.y[prep.val], val_logits)
     encoder_change = {}
     if sp.strategy == "trainable":  # did end-to-end training move the encoders, and what did it do to validation?
         encoder_change = {"encoder_change": {
@@ -606,7 +614,7 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
             "val_first_epoch": fit_res.history[0]["val"] if fit_res.history and "val" in fit_res.history[0] else None,
             "val_best": fit_res.best_val}}
     if data.task == "binary":  # the operating point is chosen on validation, never on test
-        test = {**test, "at_threshold": operating_point(data.y[prep.val], fit_res.best_val_logits,
+        test = {**test, "at_threshold": operating_point(data.y[prep.val], val_logits,
                                                         data.y[prep.test], arrays["test_logits"])}
     report = RunReport(
         spec=sp, suite_version=suite.version, budget=suite.budget_name, metric=test["metric"],
@@ -615,7 +623,8 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
         training={"epochs_run": fit_res.epochs_run, "best_epoch": fit_res.best_epoch, "seconds": seconds,
                   "history": fit_res.history, "search": search_info, "pretraining": pinfo, "probes": probes,
                   "protocol": ctx.describe(), "warm_start": "frozen head of the same seed" if warm else "none",
-                  "kind": getattr(get("fusion", parse_variant(sp.fusion)[0]), "role", "fusion"), **encoder_change},
+                  "kind": getattr(get("fusion", parse_variant(sp.fusion)[0]), "role", "fusion"),
+                  "logit_offset_removed": offset, **encoder_change},
         environment=env, sweep=sweep)
     write_run(rd, report, {"spec": sp.__dict__, "hyperparameters": report.hyperparameters,
                            "budget": suite.budget, "loss": suite.loss}, arrays,
@@ -646,7 +655,7 @@ def synthetic_ceilings(data: MultimodalData) -> dict[str, np.ndarray] | None:
 
 def operating_point(y_val: np.ndarray, val_logits: np.ndarray, y_test: np.ndarray, test_logits: np.ndarray) -> dict:
     """Youden's J threshold on the validation logits and the binary metrics it gives on test
-    (:func:`bench.stats.binary_metrics`); the class weights and sampler shift the logits, so 0.5 means nothing."""
+    (:func:`bench.stats.binary_metrics`): a fixed 0.5 is no decision rule at a 4% prevalence."""
     from bench.stats import binary_metrics, choose_threshold
 
     try:

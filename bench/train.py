@@ -42,6 +42,27 @@ class LossConfig:
             raise ConfigError(f"unknown loss {cfg.name!r}; choose weighted_ce, focal or ce")
         return cfg
 
+    def logit_offset(self) -> float:
+        """How far the class weights and the sampler move a binary model's logit: ``ln(w1·r1 / (w0·k0))``.
+
+        Training on a stream where class 1 is repeated ``r1`` times and class 0 kept at fraction ``k0``,
+        with per-class loss weights ``w``, the minimiser of the expected loss is the true logit plus
+        this constant (the prior correction of case-control sampling; King & Zeng 2001, and the
+        logit adjustment of Menon et al. 2021). For A.3's setting, ln(2/0.1 · 5/0.5) = ln 200 = 5.30.
+        Subtracting it gives logits whose sigmoid estimates the probability at the data's own
+        prevalence, so the Brier score and calibration error mean something; rankings, AUC and the
+        validation-chosen threshold are unchanged (a constant shift). For the focal loss the shift is
+        only approximate (its minimiser is not the weighted log-loss's).
+        """
+        offset = 0.0
+        if self.name in ("weighted_ce", "focal"):
+            w0, w1 = self.class_weights
+            offset += math.log(w1 / w0)
+        if self.sampler is not None:
+            keep0, rep1 = self.sampler
+            offset += math.log(rep1 / keep0)
+        return offset
+
 
 @dataclass
 class FitConfig:

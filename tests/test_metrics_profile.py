@@ -86,9 +86,13 @@ def test_evaluate_binary_and_multiclass():
     out = evaluate("binary", y, logits[:, None])
     assert out["metric"] == "auc" == primary_metric("binary")
     assert out["value"] == pytest.approx(roc_auc_score(y, logits))
-    assert out["acc"] == pytest.approx(3 / 5)  # predictions 0 1 1 0 1
-    assert out["balanced_acc"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert "acc" not in out and "balanced_acc" not in out  # no accuracy without a chosen threshold
     assert out["n"] == 5
+    at0 = evaluate("binary", y, logits[:, None], threshold=0.0)
+    assert at0["acc"] == pytest.approx(3 / 5)  # predictions 0 1 1 0 1
+    assert at0["balanced_acc"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    at1 = evaluate("binary", y, logits[:, None], threshold=1.0)  # predictions 0 0 1 0 1
+    assert at1["acc"] == pytest.approx(4 / 5) and at1["balanced_acc"] == pytest.approx((1 + 2 / 3) / 2)
 
     rng = np.random.default_rng(1)
     y6 = rng.integers(0, 6, size=50)

@@ -25,16 +25,12 @@ from bench.data.ol3i_synthetic import (
     make_ol3i_synthetic,
     simulate,
 )
+from bench.data.base import checksum_arrays
 from bench.errors import DataError
 
 
 def _hash(*arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(str(a.dtype).encode() + str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
+    return checksum_arrays(*arrays)
 
 
 def _auc(y, s) -> float:
@@ -175,18 +171,8 @@ def test_posterior_ceilings_are_conditional_expectations():
     rng = np.random.default_rng([7, 3])
     n = 60_000
     tag = "ol3i-synth-v2"
-    lat, _ = o3._draw_latents(rng, n, tag)
-    img = o3._image_params(rng, lat, n)
-    logit = o3._logit_no_intercept(lat, tag)
-    y, b0 = o3._draw_labels(rng, logit)
-    sim = {
-        "latents": lat,
-        "image_params": img,
-        "y": y,
-        "risk_logit": logit + b0,
-        "intercept": b0,
-        "version": tag,
-    }
+    sim = o3.draw_population(rng, n, tag)
+    lat, img = sim["latents"], sim["image_params"]
     scores = ceiling_scores(sim)
     truth = expit(sim["risk_logit"])
     vff = o3._observed(sim, "image")[:, 0]

@@ -696,20 +696,18 @@ def large_sample_ceilings(
     tag = _version(version)
     if not isinstance(n, int) or n < 1000:
         raise DataError(f"large_sample_ceilings needs an integer n >= 1000, got {n!r}")
-    rng = np.random.default_rng([seed, 3])
+    sim = draw_population(np.random.default_rng([seed, 3]), n, tag)
+    return {k: round(v, 4) for k, v in ceilings(sim).items()}
+
+
+def draw_population(rng: np.random.Generator, n: int, tag: str) -> dict:
+    """Latents, image parameters, labels and the known risk logit of ``n`` patients, without images:
+    what :func:`ceiling_scores` reads (a large draw for the card's ceilings, or a test's brute force)."""
     lat, _ = _draw_latents(rng, n, tag)
     img = _image_params(rng, lat, n)
     logit = _logit_no_intercept(lat, tag)
     y, b0 = _draw_labels(rng, logit)
-    sim = {
-        "latents": lat,
-        "image_params": img,
-        "y": y,
-        "risk_logit": logit + b0,
-        "intercept": b0,
-        "version": tag,
-    }
-    return {k: round(v, 4) for k, v in ceilings(sim).items()}
+    return {"latents": lat, "image_params": img, "y": y, "risk_logit": logit + b0, "intercept": b0, "version": tag}
 
 
 def _split_sizes(n: int) -> dict[str, int]:
