@@ -40,7 +40,7 @@ from bench.importance import ig_importance
 from bench.imputation import ImputedFusion, parse_variant
 from bench.metrics import evaluate
 from bench.preflight import preflight
-from bench.pretrain import EncoderSpec, cache_root, pretrain_pair, pretrain_steps
+from bench.pretrain import EncoderSpec, cache_root, pretrain_pair, pretrain_steps, shared_image
 from bench.protocols import (
     AppliedProtocol,
     Condition,
@@ -389,6 +389,31 @@ def run_suite(
     def spec_of(setting: str, tab_name: str, label: str, strategy: str, seed: int) -> RunSpec:
         return RunSpec(suite.name, setting, image_label, tab_name, label, strategy, seed)
 
+    shared: list = []  # pretrain.image_encoder: shared -> [SharedImage] once the anchor pair is pretrained
+
+    def pretrain(tab_spec: EncoderSpec, tab_name: str):
+        """Pretrain (or load) one pair; with a shared image encoder, the anchor pair first (AMF-MedIT 3.1)."""
+        pcfg = budget["pretrain"]
+        anchor = pcfg.get("anchor", "mlp")
+        image_from = None
+        if pcfg.get("image_encoder", "per_pair") == "shared" and tab_name != anchor:
+            if not shared:
+                anchor_spec = EncoderSpec("tabular_encoder", anchor, {
+                    **suite.tabular_config(anchor), "n_num": len(prep.tab.num_names),
+                    "cat_cardinalities": list(data.cat_cardinalities)})
+                a_img, _, a_info = pretrain(anchor_spec, anchor)
+                shared.append(shared_image(a_img, a_info, pcfg))
+            image_from = shared[0]
+        pbar = tqdm(total=pretrain_steps(len(prep.train), pcfg), desc=f"pretrain {image_label}+{tab_name}", unit="step",
+                    disable=not progress, leave=False, dynamic_ncols=True)
+        out_ = pretrain_pair(
+            images=data.images, x_num=prep.tab.x_num, x_cat=prep.tab.x_cat,
+            train_idx=prep.train if data.image_available is None else prep.train[data.image_available[prep.train]],
+            image_spec=image_spec, tabular_spec=tab_spec, cfg=pcfg, seed=PRETRAIN_SEED,
+            data_checksum=prov["checksum"], device=dev, progress=pbar, heldout_idx=prep.val, image_from=image_from)
+        pbar.close()
+        return out_
+
     for tab_name in suite.tabular_encoders:
         pending = [spec_of(st, tab_name, v[0], s, seed) for st in settings for v in variants
                    for s in suite.strategies for seed in suite.seeds]
@@ -399,14 +424,7 @@ def run_suite(
             **suite.tabular_config(tab_name), "n_num": len(prep.tab.num_names),
             "cat_cardinalities": list(data.cat_cardinalities)})
         pcfg = budget["pretrain"]
-        pbar = tqdm(total=pretrain_steps(len(prep.train), pcfg), desc=f"pretrain {image_label}+{tab_name}", unit="step",
-                    disable=not progress, leave=False, dynamic_ncols=True)
-        img_enc, tab_enc, pinfo = pretrain_pair(
-            images=data.images, x_num=prep.tab.x_num, x_cat=prep.tab.x_cat,
-            train_idx=prep.train if data.image_available is None else prep.train[data.image_available[prep.train]],
-            image_spec=image_spec, tabular_spec=tab_spec, cfg=pcfg, seed=PRETRAIN_SEED,
-            data_checksum=prov["checksum"], device=dev, progress=pbar, heldout_idx=prep.val)
-        pbar.close()
+        img_enc, tab_enc, pinfo = pretrain(tab_spec, tab_name)
         ho = pinfo.get("heldout") or {}
 
         def _f(key: str, fmt: str = ".3f") -> str:
@@ -438,7 +456,7 @@ def run_suite(
             data_key = proto.describe() if proto.masked_features else "complete"
             if img_tokens is None:
                 img_tokens, img_pooled = cached_features(
-                    {"encoders": pinfo["cache_key"], "data": prov["checksum"], "modality": "image"},
+                    {"encoders": pinfo.get("image_key", pinfo["cache_key"]), "data": prov["checksum"], "modality": "image"},
                     dev, encode_images, img_enc, data.images)
             tab_tokens, tab_pooled = cached_features(
                 {"encoders": pinfo["cache_key"], "data": prov["checksum"], "modality": "tabular",

@@ -10,6 +10,7 @@ them, so a suite pretrains once per (dataset, encoder pair, budget).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -135,9 +136,21 @@ def learned(heldout: dict) -> bool:
     return heldout["itc"] <= math.log(b) - ITC_MARGIN or heldout["top1"] >= TOP1_FACTOR / b
 
 
-def pretrain_key(data_checksum: str, image: EncoderSpec, tabular: EncoderSpec, cfg: dict, seed: int) -> str:
+@dataclass
+class SharedImage:
+    """A pretrained image encoder and its projection head, kept fixed while another tabular encoder is
+    aligned to them (``pretrain.image_encoder: shared``); ``key`` is the cache key of the pair it came from."""
+
+    encoder: nn.Module
+    head: nn.Module
+    key: str
+
+
+def pretrain_key(data_checksum: str, image: EncoderSpec, tabular: EncoderSpec, cfg: dict, seed: int,
+                 image_from: str | None = None) -> str:
     blob = json.dumps(
-        {"data": data_checksum, "image": image.key(), "tabular": tabular.key(), "cfg": cfg, "seed": seed, "v": 1},
+        {"data": data_checksum, "image": image.key(), "tabular": tabular.key(), "cfg": cfg, "seed": seed, "v": 2,
+         "image_from": image_from},
         sort_keys=True,
         default=str,
     )
@@ -158,6 +171,7 @@ def pretrain_pair(
     device: torch.device | str = "cpu",
     progress=None,
     heldout_idx: np.ndarray | None = None,
+    image_from: SharedImage | None = None,
 ) -> tuple[nn.Module, nn.Module, dict]:
     """Return (image_encoder, tabular_encoder, info) after ITC pretraining, loading from cache if present.
 
@@ -165,8 +179,14 @@ def pretrain_pair(
     randomly initialised and of the pretrained pair beside their chance levels (ln B, 1/B), and whether
     the pair beat chance by the default budget's margin (:func:`learned`). ``cfg["schedule"]`` ``cosine``:
     linear warm-up over the first 10% of steps, then cosine decay (appendix A.2 uses a cosine schedule).
+
+    ``image_from``: the image side is that already pretrained encoder and head, fixed; only the tabular
+    encoder and its head learn, against the un-augmented image embeddings, computed once.
+    NOTE[DIFF]: AMF-MedIT pretrains every pair jointly; sharing one image encoder between the pairs (the
+    ``cpu`` budget) saves the image encoder's forward and backward passes for every pair but the anchor.
     """
-    key = pretrain_key(data_checksum, image_spec, tabular_spec, {**cfg, "heldout": heldout_idx is not None}, seed)
+    key = pretrain_key(data_checksum, image_spec, tabular_spec, {**cfg, "heldout": heldout_idx is not None}, seed,
+                       image_from=None if image_from is None else image_from.key)
     path = cache_root() / "pretrain" / f"{key}.pt"
     torch.manual_seed(seed)
     img_enc, tab_enc = image_spec.build(), tabular_spec.build()
@@ -174,13 +194,20 @@ def pretrain_pair(
         state = torch.load(path, map_location="cpu", weights_only=True)
         img_enc.load_state_dict(state["image"])
         tab_enc.load_state_dict(state["tabular"])
-        return img_enc.to(device), tab_enc.to(device), {**state["info"], "cached": True, "cache_key": key}
+        return img_enc.to(device), tab_enc.to(device), {**state["info"], "cached": True, "cache_key": key,
+                                                        "cache_path": str(path)}
 
     t0 = time.perf_counter()
     d_proj = int(cfg.get("projection_dim", 128))
     head_img, head_tab = projection_head(img_enc.d_out, d_proj), projection_head(tab_enc.d_out, d_proj)
+    if image_from is not None:
+        img_enc.load_state_dict(image_from.encoder.state_dict())
+        head_img.load_state_dict(image_from.head.state_dict())
+        for p in (*img_enc.parameters(), *head_img.parameters()):
+            p.requires_grad_(False)
     modules = nn.ModuleList([img_enc, tab_enc, head_img, head_tab]).to(device)
-    opt = torch.optim.Adam(modules.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0)))
+    opt = torch.optim.Adam([p for p in modules.parameters() if p.requires_grad], lr=float(cfg["lr"]),
+                           weight_decay=float(cfg.get("weight_decay", 0)))
     temperature = float(cfg.get("temperature", 0.1))
     bs = int(cfg["batch_size"])
     heldout = None
@@ -204,7 +231,17 @@ def pretrain_pair(
     pool_cat = torch.as_tensor(x_cat[pool])
     epochs = int(cfg["epochs"])
     losses = []
+    z_fixed = None
+    if image_from is not None:  # the fixed image side: every pool row's projection, once, without augmentation
+        img_enc.eval()
+        head_img.eval()
+        with torch.no_grad():
+            z_fixed = torch.cat([head_img(img_enc(torch.as_tensor(np.asarray(images[pool[i:i + 256]], dtype=np.float32))
+                                                  .to(device)).pooled) for i in range(0, len(pool), 256)])
     modules.train()
+    if image_from is not None:
+        img_enc.eval()
+        head_img.eval()
     for epoch in range(epochs):
         order = rng.permutation(len(pool))
         for start in range(0, len(order) - 1, bs):
@@ -212,10 +249,13 @@ def pretrain_pair(
             if len(sel) < 2:
                 continue
             idx = pool[sel]
-            img = augment_images(torch.as_tensor(np.asarray(images[idx])), gen).to(device)
             xn, xc = corrupt_tabular(pool_num[sel], pool_cat[sel], pool_num, pool_cat, gen)
             xn, xc = xn.to(device), xc.to(device)
-            z_img = head_img(img_enc(img).pooled)
+            if z_fixed is not None:
+                z_img = z_fixed[torch.as_tensor(sel, device=z_fixed.device)]
+            else:
+                img = augment_images(torch.as_tensor(np.asarray(images[idx])), gen).to(device)
+                z_img = head_img(img_enc(img).pooled)
             z_tab = head_tab(tab_enc(xn, xc if xc.shape[1] else None).pooled)
             loss = itc_loss(z_img, z_tab, temperature)
             if not torch.isfinite(loss):
@@ -238,6 +278,8 @@ def pretrain_pair(
         "seconds": round(time.perf_counter() - t0, 2),
         "schedule": cfg.get("schedule", "constant"),
         "steps": len(losses),
+        "image_encoder": "joint" if image_from is None else f"shared, fixed (from pair {image_from.key})",
+        "image_key": key if image_from is None else image_from.key,  # whose image encoder this pair holds
     }
     if heldout is not None:
         after = heldout_contrastive(img_enc, tab_enc, head_img, head_tab, images, x_num, x_cat, heldout_idx, bs,
@@ -247,10 +289,21 @@ def pretrain_pair(
         info["heldout"] = heldout
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")  # several suites may share one cache
-    cpu_state = {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in (("image", img_enc), ("tabular", tab_enc))}
+    cpu_state = {k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
+                 for k, m in (("image", img_enc), ("tabular", tab_enc), ("image_head", head_img))}
     torch.save({**cpu_state, "info": info}, tmp)
     os.replace(tmp, path)
-    return img_enc, tab_enc, {**info, "cached": False, "cache_key": key}
+    for p in (*img_enc.parameters(), *head_img.parameters()):
+        p.requires_grad_(True)
+    return img_enc, tab_enc, {**info, "cached": False, "cache_key": key, "cache_path": str(path)}
+
+
+def shared_image(img_enc: nn.Module, info: dict, cfg: dict) -> SharedImage:
+    """The image side of a pretrained pair (from its cache file), to align other tabular encoders to."""
+    state = torch.load(info["cache_path"], map_location="cpu", weights_only=True)
+    head = projection_head(img_enc.d_out, int(cfg.get("projection_dim", 128)))
+    head.load_state_dict(state["image_head"])
+    return SharedImage(copy.deepcopy(img_enc).cpu(), head, info["cache_key"])
 
 
 def pretrain_steps(n_train: int, cfg: dict) -> int:

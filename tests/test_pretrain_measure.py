@@ -68,3 +68,36 @@ def pytest_approx(x):
     import pytest
 
     return pytest.approx(x, rel=1e-5)
+
+
+def test_a_shared_image_encoder_stays_fixed_while_another_tabular_encoder_aligns(tmp_path, monkeypatch):
+    """pretrain.image_encoder: shared — the anchor pair trains jointly; the next pair trains only its table side."""
+    from bench.pretrain import EncoderSpec, pretrain_pair, shared_image
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    rng = np.random.default_rng(0)
+    n, d = 96, 6
+    x_num = rng.normal(size=(n, d)).astype(np.float32)
+    images = np.clip(0.5 + 0.2 * rng.normal(size=(n, 1, 16, 16)), 0, 1).astype(np.float32)
+    x_cat = np.zeros((n, 0), dtype=np.int64)
+    image = EncoderSpec("image_encoder", "timm", {"model_name": "resnet10t", "in_chans": 1, "image_size": 16})
+    common = {"n_num": d, "cat_cardinalities": []}
+    cfg = {"epochs": 1, "batch_size": 16, "lr": 1e-3, "temperature": 0.1, "projection_dim": 8}
+    kw = dict(images=images, x_num=x_num, x_cat=x_cat, train_idx=np.arange(64), image_spec=image, cfg=cfg, seed=0,
+              data_checksum="t", heldout_idx=np.arange(64, 96))
+    a_img, _, a_info = pretrain_pair(tabular_spec=EncoderSpec("tabular_encoder", "mlp", {**common, "d_block": 16}), **kw)
+    share = shared_image(a_img, a_info, cfg)
+    before = {k: v.clone() for k, v in a_img.state_dict().items()}
+    tab_spec = EncoderSpec("tabular_encoder", "ft_transformer", {**common, "d_token": 8, "n_heads": 1})
+    torch.manual_seed(0)
+    untrained = tab_spec.build().state_dict()
+    img, tab, info = pretrain_pair(tabular_spec=tab_spec, image_from=share, **kw)
+    for k, v in img.state_dict().items():  # the image side is the anchor's, bit for bit
+        assert torch.equal(v, before[k]), k
+    assert any(not torch.equal(v, untrained[k]) for k, v in tab.state_dict().items())  # the table side learned
+    assert info["image_key"] == a_info["cache_key"] != info["cache_key"]
+    assert info["heldout"]["itc"] is not None and info["heldout"]["batches"] == 2
+    again = pretrain_pair(tabular_spec=tab_spec, image_from=share, **kw)[2]  # cached, same key
+    assert again["cached"] and again["cache_key"] == info["cache_key"]
+    joint = pretrain_pair(tabular_spec=tab_spec, **kw)[2]  # the joint pair is another cache entry
+    assert joint["cache_key"] != info["cache_key"] and joint["image_key"] == joint["cache_key"]
