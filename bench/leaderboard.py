@@ -775,6 +775,9 @@ def _describe_budget(budget: dict) -> str:
     pre = budget.get("pretrain", {})
     if pre:
         notes.append(f"contrastive pretraining {pre.get('epochs')} epoch(s) on {pre.get('max_samples') or 'all'} training samples")
+        if pre.get("image_encoder") == "shared":
+            notes.append(f"one image encoder shared by the pairs (pretrained with {pre.get('anchor', 'mlp')}, then fixed "
+                         "while the other tabular encoders align to it)")
     trainable = budget.get("finetune", {}).get("trainable", {})
     if trainable.get("warm_start") == "frozen":
         notes.append("trainable runs start from the frozen run's fusion head of the same seed (LP-FT)")
