@@ -754,7 +754,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
 def run_all(quick: bool = False, sizes: dict[str, dict] | None = None,
             only: list[str] | None = None) -> dict[str, Any]:
     from bench.allocator import describe as describe_allocator
-    from bench.profile import device_description
+    from bench.profile import cpu_features, device_description
 
     sizes = sizes or SIZES["quick" if quick else "full"]
     t_start = time.perf_counter()
@@ -769,7 +769,7 @@ def run_all(quick: bool = False, sizes: dict[str, dict] | None = None,
         results[name]["wall_s"] = time.perf_counter() - t0
         _log(f"{name} done in {results[name]['wall_s']:.1f} s")
     return {
-        "machine": {"device": device_description("cpu"),
+        "machine": {"device": device_description("cpu"), "cpu": cpu_features(),
                     "gpu": device_description("cuda") if torch.cuda.is_available() else None,
                     "platform": platform.platform(),
                     "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
@@ -812,6 +812,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench perf on {report['machine']['device']}{gpu}, torch {report['torch']}, {report['date']}"
           f"{' (quick)' if args.quick else ''}; load average at start {load} (other processes share the CPU); "
           f"allocator: {report['machine']['allocator']}")
+    cpu = report["machine"]["cpu"]
+    print(f"CPU: {cpu['vendor'] or '?'} {cpu['model']}, {cpu['logical_cpus']} logical CPUs; ISA {' '.join(cpu['isa']) or '?'}; "
+          f"caches {', '.join(f'{k} {v}' for k, v in cpu['caches'].items()) or '?'}; torch kernels {cpu['torch_capability'] or '?'}")
     print(format_table(report["table"]))
     print(f"total {report['wall_s']:.0f} s; figures saved to {args.out}")
     out = Path(args.out)

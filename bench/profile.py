@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import platform
 import time
 import warnings
@@ -36,6 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from math import prod
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -313,6 +315,45 @@ def _cpu_model_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+#: the instruction-set flags that decide which CPU kernels PyTorch (oneDNN, its vectorised ops) can use
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_features() -> dict:
+    """What a CPU speed figure depends on: model, vendor, ISA flags (:data:`ISA_FLAGS` present), cache
+    sizes per level (``/sys/devices/system/cpu/cpu0/cache``), logical CPUs and PyTorch's chosen kernel
+    level (``torch.backends.cpu.get_cpu_capability()``). Missing sources give empty fields, never an error."""
+    flags: set[str] = set()
+    vendor = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+                elif key.strip() == "vendor_id" and not vendor:
+                    vendor = value.strip()
+    except OSError:
+        pass
+    caches: dict[str, str] = {}
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    for index in sorted(root.glob("index*")) if root.is_dir() else []:
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        name = f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")
+        caches[name] = size
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # an older torch
+        capability = ""
+    return {"model": _cpu_model_name(), "vendor": vendor, "isa": [f for f in ISA_FLAGS if f in flags],
+            "caches": caches, "logical_cpus": os.cpu_count(), "torch_capability": capability}
 
 
 def device_description(device: str | torch.device) -> str:

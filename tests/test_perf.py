@@ -109,6 +109,15 @@ def test_main_quick_writes_json(tmp_path, monkeypatch, capsys):
         assert row["value"] is not None
     printed = capsys.readouterr().out
     assert "figure" in printed and "met" in printed
+    cpu = report["machine"]["cpu"]  # what the CPU figures depend on, recorded beside them
+    assert cpu["model"] and cpu["logical_cpus"] >= 1 and set(cpu["isa"]) <= set(perf_isa_flags())
+    assert "CPU: " in printed and "ISA" in printed
+
+
+def perf_isa_flags():
+    from bench.profile import ISA_FLAGS
+
+    return ISA_FLAGS
 
 
 def test_only_runs_the_named_benchmarks(tmp_path, monkeypatch):
