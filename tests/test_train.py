@@ -46,6 +46,34 @@ def test_sampler_halves_negatives_and_repeats_positives_five_times():
     assert (y[idx] == 1).sum() == 50 and np.bincount(idx[y[idx] == 1]).max() == 5
 
 
+def test_the_logit_offset_is_what_class_weights_and_the_sampler_add_to_the_learned_logit():
+    """Fit the weighted loss on the sampler's stream; the intercept moves by ln(w1 r1 / (w0 k0))."""
+    loss = LossConfig(name="weighted_ce", class_weights=(0.1, 2.0), sampler=(0.5, 5.0))
+    assert loss.logit_offset() == pytest.approx(np.log(200))
+    assert LossConfig(name="ce").logit_offset() == 0.0
+    assert LossConfig(name="ce", sampler=(0.5, 5.0)).logit_offset() == pytest.approx(np.log(10))
+    rng = np.random.default_rng(0)
+    n = 200_000
+    x = rng.normal(size=n)
+    true_logit = -3.0 + 1.5 * x  # a 7% prevalence, as imbalanced as OL3I's label
+    y = (rng.random(n) < 1 / (1 + np.exp(-true_logit))).astype(np.int64)
+    idx = epoch_indices(np.arange(n), y, loss, rng)  # one epoch of the sampler: half the negatives, positives x5
+    xt, yt = torch.tensor(x[idx], dtype=torch.float64), torch.tensor(y[idx])
+    w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        value = task_loss(w[0] + w[1] * xt, yt, "binary", loss)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    intercept, slope = w.detach().numpy()
+    assert slope == pytest.approx(1.5, abs=0.05)  # the slope is untouched
+    assert intercept - loss.logit_offset() == pytest.approx(-3.0, abs=0.05)  # the corrected intercept is the truth
+
+
 def test_fit_restores_best_validation_weights_and_is_deterministic():
     rng = np.random.default_rng(0)
     x = torch.as_tensor(rng.normal(size=(400, 5)), dtype=torch.float32)
