@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="run these registered tabular encoders instead of the suite's (plug-ins included)")
     run.add_argument("--strategy", nargs="+", dest="strategies", choices=["frozen", "trainable"], help="only these strategies")
     run.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:N]")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan (tasks by kind, done / pending, their cost) and exit without training")
     run.add_argument("--force", action="store_true", help="re-run finished runs (default: skip run directories with DONE)")
     run.add_argument("--publish", action="store_true", help="also write leaderboards/<suite>.md and .csv in this checkout")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -204,6 +206,25 @@ def _with_dataset(suite, dataset: str):
     return dataclasses.replace(suite, name=f"{suite.name}@{name}")
 
 
+def _dry_run(suite, args) -> int:
+    """``bench run --dry-run``: the plan (tasks by kind, done / pending, cost), nothing trained or written."""
+    from bench.plan import format_plan, measured_fit_seconds, plan_suite
+
+    t0 = time.perf_counter()
+    tasks = plan_suite(suite, out=args.out, data_root=args.data_root, dataset=args.dataset)
+    if args.force:  # --force redoes everything: nothing counts as done
+        import dataclasses
+
+        tasks = [dataclasses.replace(t, done=False) for t in tasks]
+    print(f"[bench] plan of {suite.name} v{suite.version} | budget {suite.budget_name} | seeds {suite.seeds} | "
+          f"{args.out / suite.name}")
+    print(format_plan(tasks, measured_fit_seconds(tasks, args.out, suite)))
+    pending = sum(not t.done for t in tasks)
+    print(f"[bench] {len(tasks)} tasks, {pending} pending; dry run: nothing trained or written "
+          f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
 def _cmd_run(args) -> int:
     from bench.fingerprint import planned_specs
     from bench.pipeline import run_suite
@@ -214,6 +235,8 @@ def _cmd_run(args) -> int:
                        tabular_encoders=args.tabular_encoders, strategies=args.strategies)
     if args.dataset:
         suite = _with_dataset(suite, args.dataset)
+    if args.dry_run:
+        return _dry_run(suite, args)
     plan = planned_specs(suite)
     t0 = time.perf_counter()
     suite_dir = args.out / suite.name

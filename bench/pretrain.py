@@ -157,6 +157,13 @@ def pretrain_key(data_checksum: str, image: EncoderSpec, tabular: EncoderSpec, c
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def pretrain_cache_path(data_checksum: str, image: EncoderSpec, tabular: EncoderSpec, cfg: dict, seed: int, *,
+                        heldout: bool, image_from: str | None = None) -> Path:
+    """Where :func:`pretrain_pair` stores (and finds) this pair's weights; the file name is the cache key."""
+    key = pretrain_key(data_checksum, image, tabular, {**cfg, "heldout": heldout}, seed, image_from=image_from)
+    return cache_root() / "pretrain" / f"{key}.pt"
+
+
 def pretrain_pair(
     *,
     images: np.ndarray,
@@ -185,9 +192,9 @@ def pretrain_pair(
     NOTE[DIFF]: AMF-MedIT pretrains every pair jointly; sharing one image encoder between the pairs (the
     ``cpu`` budget) saves the image encoder's forward and backward passes for every pair but the anchor.
     """
-    key = pretrain_key(data_checksum, image_spec, tabular_spec, {**cfg, "heldout": heldout_idx is not None}, seed,
-                       image_from=None if image_from is None else image_from.key)
-    path = cache_root() / "pretrain" / f"{key}.pt"
+    path = pretrain_cache_path(data_checksum, image_spec, tabular_spec, cfg, seed, heldout=heldout_idx is not None,
+                               image_from=None if image_from is None else image_from.key)
+    key = path.stem
     torch.manual_seed(seed)
     img_enc, tab_enc = image_spec.build(), tabular_spec.build()
     if path.exists():

@@ -72,3 +72,25 @@ def test_dvm_complete_multiclass(tmp_path):
     df = df[df.kind == "fusion"]
     assert (df.metric == "acc").all() and len(df) == 3 * 2 * 2  # 3 fusions, 2 encoders, 2 seeds
     assert "101 classes" in (tmp_path / "dvm-complete" / "leaderboard.md").read_text()
+
+
+def test_dry_run_lists_the_plan_and_what_is_done(ol3i_smoke, tmp_path, capsys):
+    """`bench run --dry-run`: the finished suite's fits are done; an empty folder has everything pending;
+    nothing is trained or written."""
+    from bench.plan import plan_suite
+    from bench.suite import load_suite
+
+    args = ["--suite", "ol3i-incomplete", "--budget", "smoke", "--no-progress", "--fusion", *FUSIONS]
+    assert main(["run", *args, "--out", str(ol3i_smoke.parent), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "| fit |" in printed and "dry run: nothing trained or written" in printed
+    suite = load_suite("ol3i-incomplete", budget="smoke", fusions=FUSIONS)
+    done = plan_suite(suite, out=ol3i_smoke.parent)
+    fits = [t for t in done if t.kind == "fit"]
+    assert len(fits) == len(list((ol3i_smoke / "runs").glob("*__frozen__seed*"))) * 2 > 0  # frozen + trainable
+    assert all(t.done for t in fits) and all(t.done for t in done if t.kind in ("pretrain", "search"))
+    fresh = plan_suite(suite, out=tmp_path / "empty")
+    assert [t.name for t in fresh if t.kind == "fit"] == [t.name for t in fits]
+    assert not any(t.done for t in fresh if t.kind in ("fit", "search"))
+    assert main(["run", *args, "--out", str(tmp_path / "empty"), "--dry-run"]) == 0
+    assert not (tmp_path / "empty").exists()  # a dry run writes nothing

@@ -1,0 +1,201 @@
+"""A suite as a plan of typed tasks, listed without training: ``bench run --dry-run``.
+
+The plan has the shape of the pipeline (:func:`bench.pipeline.run_suite`): feature importance, one
+contrastive pretraining per encoder pair (the shared image encoder's anchor first), per pair and
+protocol the frozen features, the unimodal probes and the reference rows, per method the search, then
+one fit per seed, and the leaderboard. A task is *done* when what it would produce is on disk under the
+key it would be written with (the pretraining cache key, a run's fingerprint, a saved search), so the
+plan says exactly what ``bench run`` would redo. Costs are counted in the budget's own units (optimiser
+steps, epochs, fitted models); where this output folder already holds finished runs, their measured
+seconds turn the pending fits into an estimate of wall time on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.fingerprint import planned_specs, run_fingerprint
+from bench.imputation import parse_variant
+from bench.results import is_done, run_dir
+from bench.suite import Suite
+
+KINDS = ("importance", "pretrain", "encode", "probe", "reference", "search", "fit", "render")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: its kind, what it is, whether its result is already stored, and its cost."""
+
+    kind: str
+    name: str
+    done: bool
+    cost: float  # in ``unit``
+    unit: str
+
+
+def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset: str | None = None) -> list[Task]:
+    """Every task of ``bench run`` for ``suite`` into ``out``, in the order the pipeline runs them."""
+    from bench.pipeline import PRETRAIN_SEED, load_data, needs_importance, prepare
+    from bench.protocols import missingness_plan
+    from bench.pretrain import EncoderSpec, pretrain_cache_path, pretrain_steps
+    from bench.reference import CEILINGS, FITTERS
+
+    data = load_data(suite, data_root, dataset)
+    prep = prepare(data)
+    prov = {"dataset": data.provenance.dataset, "source": data.provenance.source, "version": data.provenance.version,
+            "checksum": data.provenance.checksum, "protocol_note": data.provenance.protocol_note}
+    budget = suite.budget
+    suite_dir = out / suite.name
+    tasks: list[Task] = []
+    n_train = len(prep.train)
+    if needs_importance(suite):
+        icfg = budget.get("importance", {})
+        tasks.append(Task("importance", f"integrated gradients of a supervised {icfg.get('model', 'resnet')}", False,
+                          float(icfg.get("epochs", 0)), "epochs"))
+    settings: dict[str, bool] = {}  # each training setting, and whether it trains on complete data
+    for spec in suite.protocols:
+        mp = missingness_plan(spec)
+        if mp is None:
+            settings.setdefault(spec["name"], True)
+        else:
+            for p in mp.train_rates:
+                settings.setdefault("complete" if p == 0 else mp.run_protocol(p), p == 0)
+    specs = planned_specs(suite)
+    fp = {sp.run_id: run_fingerprint(suite, prov, sp) for sp in specs}
+    done = {sp.run_id: is_done(run_dir(out, sp), fp[sp.run_id]) for sp in specs}
+
+    image_cfg = suite.image_config()
+    image_spec = EncoderSpec("image_encoder", suite.image_encoder.get("name", "timm"),
+                             {**image_cfg, "in_chans": data.image_shape[0], "image_size": data.image_shape[-1]})
+    pcfg = budget["pretrain"]
+    steps = float(pretrain_steps(n_train, pcfg))
+
+    def tab_spec(name: str) -> EncoderSpec:
+        return EncoderSpec("tabular_encoder", name, {**suite.tabular_config(name), "n_num": len(prep.tab.num_names),
+                                                      "cat_cardinalities": list(data.cat_cardinalities)})
+
+    def pretrain_path(name: str, image_from: str | None) -> Path:
+        return pretrain_cache_path(prov["checksum"], image_spec, tab_spec(name), pcfg, PRETRAIN_SEED,
+                                   heldout=True, image_from=image_from)
+
+    anchor = pcfg.get("anchor", "mlp")
+    shared = pcfg.get("image_encoder", "per_pair") == "shared"
+    anchor_key = pretrain_path(anchor, None).stem if shared else None
+    variants, _ = suite.fusion_variants()
+    reference = bool(budget.get("reference", {}).get("classical", True))
+    per_protocol = budget.get("search", {}).get("per_protocol", True)
+    n_configs = {"frozen": int(budget.get("search", {}).get("n_configs", budget.get("search", {}).get("n_trials", 1))),
+                 "trainable": int(budget.get("search", {}).get("trainable_n_configs",
+                                                               budget.get("search", {}).get("trainable_n_trials", 1)))}
+    fit_cost = {s: _fit_cost(budget, s) for s in suite.strategies}
+    anchor_listed = False
+    for tab in suite.tabular_encoders:
+        pending = [sp for sp in specs if sp.tabular_encoder == tab and not done[sp.run_id]]
+        if shared and tab != anchor and not anchor_listed:
+            anchor_listed = True
+            tasks.append(Task("pretrain", f"{image_spec.kwargs.get('model_name', 'image')}+{anchor} (the shared image "
+                              "encoder's anchor)", pretrain_path(anchor, None).exists() or not pending, steps, "steps"))
+        image_from = anchor_key if shared and tab != anchor else None
+        tasks.append(Task("pretrain", f"{image_spec.kwargs.get('model_name', 'image')}+{tab}"
+                          + (" (table side aligned to the shared image encoder)" if image_from else ""),
+                          pretrain_path(tab, image_from).exists() or not pending, steps, "steps"))
+        for setting in settings:
+            left = [sp for sp in pending if sp.protocol == setting]
+            tasks.append(Task("encode", f"{tab} / {setting}: frozen image and tabular features", not left,
+                              float(data.n), "samples"))
+            tasks.append(Task("probe", f"{tab} / {setting}: image and tabular probes, pretrained and random-init",
+                              not left, 4.0 * budget.get("probes", {}).get("max_epochs", 1), "epochs"))
+            if reference and settings[setting]:
+                models = [f"{m}[table,image]" for m in FITTERS]
+                if tab == suite.tabular_encoders[0]:
+                    models += [f"{m}[table]" for m in FITTERS]
+                    if setting == "complete" and data.provenance.source == "synthetic":
+                        models += list(CEILINGS.values())
+                for model in models:
+                    tasks.append(Task("reference", f"{model} · {tab} / {setting} × {len(suite.seeds)} seed(s)",
+                                      _reference_done(suite_dir, setting, model, tab, suite.seeds),
+                                      float(len(suite.seeds)), "models"))
+        for label, base, _ in variants:
+            for strategy in suite.strategies:
+                for setting in settings if per_protocol else list(settings)[:1]:
+                    key = (tab, label if per_protocol else base, strategy, setting if per_protocol else "all")
+                    runs = [sp for sp in specs if sp.tabular_encoder == tab and sp.strategy == strategy
+                            and (sp.fusion == label if per_protocol else parse_variant(sp.fusion)[0] == base)
+                            and (sp.protocol == setting or not per_protocol)]
+                    saved = (suite_dir / "search" / ("__".join(key) + ".json")).exists()
+                    trials = n_configs[strategy] if n_configs[strategy] > 1 else 0  # one configuration: nothing to try
+                    tasks.append(Task("search", "/".join(key), saved or all(done[sp.run_id] for sp in runs),
+                                      trials * fit_cost[strategy][0], fit_cost[strategy][1]))
+                for setting in settings:
+                    for sp in specs:
+                        if (sp.tabular_encoder, sp.fusion, sp.strategy, sp.protocol) == (tab, label, strategy, setting):
+                            tasks.append(Task("fit", sp.run_id, done[sp.run_id], *fit_cost[strategy]))
+    tasks.append(Task("render", f"{suite_dir / 'leaderboard.md'}", False, 1.0, "tables"))
+    return tasks
+
+
+def _fit_cost(budget: dict, strategy: str) -> tuple[float, str]:
+    cfg = budget["finetune"][strategy]
+    if strategy == "trainable" and cfg.get("max_steps_per_epoch"):
+        return float(cfg["max_epochs"] * cfg["max_steps_per_epoch"]), "steps"
+    return float(cfg["max_epochs"]), "epochs"
+
+
+def _reference_done(suite_dir: Path, setting: str, model: str, tab: str, seeds: list[int]) -> bool:
+    pair = "raw" if "[table]" in model or model.startswith("ceiling") else tab
+    dirs = [p for p in (suite_dir / "runs").glob(f"{setting}__{pair}__{model}__frozen__seed*")] \
+        if (suite_dir / "runs").is_dir() else []
+    return len([d for d in dirs if (d / "DONE").exists()]) >= len(seeds)
+
+
+def measured_fit_seconds(tasks: list[Task], out: Path, suite: Suite) -> dict[tuple[str, str], float]:
+    """Median training seconds of the finished fits in ``out``, by (tabular encoder, strategy)."""
+    seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for sp in planned_specs(suite):
+        rd = run_dir(out, sp)
+        if not (rd / "DONE").exists():
+            continue
+        try:
+            report = json.loads((rd / "report.json").read_text())
+        except Exception:  # an unreadable report is for `bench run` to set aside, not for the plan
+            continue
+        t = (report.get("training") or {}).get("seconds")
+        if isinstance(t, (int, float)) and math.isfinite(t):
+            seconds[(sp.tabular_encoder, sp.strategy)].append(float(t))
+    return {k: statistics.median(v) for k, v in seconds.items() if v}
+
+
+def format_plan(tasks: list[Task], measured: dict[tuple[str, str], float] | None = None) -> str:
+    """Tasks by kind (done / pending) with their cost in the budget's units, and the pending fits' wall time
+    estimated from this folder's finished fits when there are any."""
+    lines = ["| task | done | pending | pending cost |", "|---|---|---|---|"]
+    for kind in KINDS:
+        of_kind = [t for t in tasks if t.kind == kind]
+        if not of_kind:
+            continue
+        pend = [t for t in of_kind if not t.done]
+        units = Counter()
+        for t in pend:
+            units[t.unit] += t.cost
+        cost = ", ".join(f"≤ {v:,.0f} {u}" for u, v in units.items()) or "-"
+        lines.append(f"| {kind} | {len(of_kind) - len(pend)} | {len(pend)} | {cost} |")
+    if measured:
+        est, counted = 0.0, 0
+        for t in tasks:
+            if t.kind == "fit" and not t.done:
+                parts = t.name.split("__")
+                key = (parts[1], parts[3]) if len(parts) > 4 else None  # protocol__tab__fusion__strategy__seed
+                if key in measured:
+                    est += measured[key]
+                    counted += 1
+        if counted:
+            lines.append("")
+            lines.append(f"Estimated from this folder's finished fits (median seconds per tabular encoder and "
+                         f"strategy): {counted} pending fits ≈ {est / 60:,.1f} min, searches, pretraining and "
+                         "reference rows not included.")
+    return "\n".join(lines)
