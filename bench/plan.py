@@ -93,7 +93,7 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
                  "trainable": int(budget.get("search", {}).get("trainable_n_configs",
                                                                budget.get("search", {}).get("trainable_n_trials", 1)))}
     fit_cost = {s: _fit_cost(budget, s) for s in suite.strategies}
-    anchor_listed = False
+    anchor_listed = anchor in suite.tabular_encoders  # else pretrained first, for the others to align to
     for tab in suite.tabular_encoders:
         pending = [sp for sp in specs if sp.tabular_encoder == tab and not done[sp.run_id]]
         if shared and tab != anchor and not anchor_listed:
