@@ -32,6 +32,16 @@ def _per_sample(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(len(flat), dtype=np.int64), flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64)
 
 
+def _finite_samples(bad: np.ndarray, names: Sequence[str], prefix: str, expected: str, noun: str):
+    """``(index, "<prefix> <name>")`` per sample, refusing the first with a non-finite pixel."""
+    for i, name in enumerate(names):
+        where = f"{prefix} {name}"
+        if bad[i]:
+            raise DataError(f"{where} has {int(bad[i])} non-finite pixel(s) (NaN or inf); expected {expected} — "
+                            f"fix or drop that {noun}")
+        yield i, where
+
+
 def check_ct_hu(slices: np.ndarray, names: Sequence[str], source: str) -> None:
     """Raw CT slices ``[B, ...]`` (one per sample, as stored) must be finite Hounsfield units.
 
@@ -43,11 +53,7 @@ def check_ct_hu(slices: np.ndarray, names: Sequence[str], source: str) -> None:
     if x.dtype.kind not in "fiub":
         raise DataError(f"{source}: CT slices have dtype {x.dtype}; expected numbers in Hounsfield units")
     bad, lo, hi = _per_sample(x)
-    for i, name in enumerate(names):
-        where = f"{source}: slice {name}"
-        if bad[i]:
-            raise DataError(f"{where} has {int(bad[i])} non-finite pixel(s) (NaN or inf); expected finite CT values "
-                            "in HU — fix or drop that slice")
+    for i, where in _finite_samples(bad, names, f"{source}: slice", "finite CT values in HU", "slice"):
         if lo[i] >= 0 and hi[i] <= 1.0:
             raise DataError(f"{where} lies in [{lo[i]:g}, {hi[i]:g}]: it looks already windowed or normalised; expected "
                             "raw CT values in HU (air about -1000), which the adapter windows itself")
@@ -64,11 +70,7 @@ def check_photo(images: np.ndarray, names: Sequence[str], source: str) -> None:
     """Photographs ``[B, ...]``: finite, in [0, 1] (float) or [0, 255]."""
     x = np.asarray(images)
     bad, lo, hi = _per_sample(x)
-    for i, name in enumerate(names):
-        where = f"{source}: image {name}"
-        if bad[i]:
-            raise DataError(f"{where} has {int(bad[i])} non-finite pixel(s) (NaN or inf); expected values in [0, 1] or "
-                            "[0, 255] — fix or drop that image")
+    for i, where in _finite_samples(bad, names, f"{source}: image", "values in [0, 1] or [0, 255]", "image"):
         if lo[i] < 0 or hi[i] > 255:
             raise DataError(f"{where} spans [{lo[i]:g}, {hi[i]:g}]; expected a photograph in [0, 1] or [0, 255]")
 
