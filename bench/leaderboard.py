@@ -223,7 +223,7 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
                            tablefmt="github", disable_numparse=True),
                   ""]
     if statistics is not None and len(statistics):
-        lines += render_operating_point(df, metric)
+        lines += render_operating_point(df, metric, suite_meta.get("logit_offsets"))
         lines += render_sensitivity(statistics, metric)
     if drops is not None and len(drops):
         lines += render_drops(drops, metric_label)
@@ -511,8 +511,11 @@ def render_pretraining(meta: dict, df: pd.DataFrame, metric_label: str) -> list[
     return out
 
 
-def render_operating_point(df: pd.DataFrame, metric: str) -> list[str]:
-    """Binary tasks: the metrics at the validation-chosen threshold (Youden's J), mean over seeds."""
+def render_operating_point(df: pd.DataFrame, metric: str, offsets: list | None = None) -> list[str]:
+    """Binary tasks: the metrics at the validation-chosen threshold (Youden's J), mean over seeds.
+
+    ``offsets``: the trained runs' ``logit_offset_removed`` (None where a run predates it), so the text
+    says whether the networks' probabilities refer to the data's prevalence."""
     if metric != "auc" or "test_balanced_accuracy" not in df or df["test_balanced_accuracy"].isna().all():
         return []
     cols = [("test_balanced_accuracy", "Balanced ACC"), ("test_sensitivity", "Sensitivity"),
@@ -533,14 +536,24 @@ def render_operating_point(df: pd.DataFrame, metric: str) -> list[str]:
     n_single = int(df["test_single_class"].astype("boolean").fillna(False).astype(bool).sum())
     return ["## Operating point (threshold chosen on validation)", "",
             "The decision threshold of every binary run is chosen on its validation predictions by Youden's J "
-            "(sensitivity + specificity − 1; Youden 1950) and applied to the test split. The networks' logits are "
-            "stored with the known shift of the class weights and the sampler taken off (ln(w1·r1 / (w0·k0)), "
-            "ln 200 = 5.30 for AMF-MedIT A.3's), so their probabilities refer to the data's own prevalence. Mean "
+            "(sensitivity + specificity − 1; Youden 1950) and applied to the test split. " + _offset_note(offsets) + " Mean "
             "over seeds; balanced ACC, sensitivity, specificity and AUPRC in %, Brier score and expected "
             "calibration error (10 equal-width bins) of the predicted probability. The published results keep every run's validation logits, so any other rule "
             f"can be recomputed. Runs predicting a single class on test: {n_single} of {n_runs}.", "",
             tabulate(rows, headers=["Protocol", "Strategy", "Fusion", "Tabular encoder"] + [c[1] for c in cols]
                      + ["Single-class runs"], tablefmt="github", disable_numparse=True), ""]
+
+
+def _offset_note(offsets: list | None) -> str:
+    known = sorted({round(float(o), 4) for o in offsets or [] if o is not None})
+    if offsets and len(known) == 1 and None not in offsets:
+        return ("The networks' logits are stored with the known shift of the class weights and the sampler taken off "
+                f"(ln(w1·r1 / (w0·k0)) = {known[0]:.2f}), so their probabilities refer to the data's own prevalence.")
+    if not known:
+        return ("The networks' logits carry the shift of the class weights and the sampler (these runs predate its "
+                "removal), so their Brier score and calibration error describe shifted probabilities.")
+    return "The networks' runs differ in the logit shift taken off (" + ", ".join(f"{k:.2f}" for k in known) + \
+        " or none): compare their Brier score and calibration error with care."
 
 
 SINGLE_MODALITY = ("image_only", "tabular_only", "logreg[table]", "lightgbm[table]")
@@ -853,6 +866,9 @@ def suite_metadata(suite_dir: Path, reports: list | None = None) -> dict:
             delta = None if frozen is None or r.val.get("value") is None else r.val["value"] - frozen
             changes.setdefault(r.spec.tabular_encoder, []).append((c["image_relative_l2"], c["tabular_relative_l2"], delta))
     meta["pretraining"] = pre
+    meta["logit_offsets"] = [r.training.get("logit_offset_removed") for r in
+                             (load_reports(suite_dir) if reports is None else reports)
+                             if r.training.get("kind", "fusion") not in ("ceiling",) and "epochs_run" in r.training]
     plugins: dict[tuple, dict] = {}
     for r in load_reports(suite_dir) if reports is None else reports:
         for kind, ident in (r.fingerprint or {}).get("plugins", {}).items():
