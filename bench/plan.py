@@ -12,6 +12,7 @@ seconds turn the pending fits into an estimate of wall time on this machine.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import statistics
@@ -148,8 +149,8 @@ def _fit_cost(budget: dict, strategy: str) -> tuple[float, str]:
 
 def _reference_done(suite_dir: Path, setting: str, model: str, tab: str, seeds: list[int]) -> bool:
     pair = "raw" if "[table]" in model or model.startswith("ceiling") else tab
-    dirs = [p for p in (suite_dir / "runs").glob(f"{setting}__{pair}__{model}__frozen__seed*")] \
-        if (suite_dir / "runs").is_dir() else []
+    pattern = glob.escape(f"{setting}__{pair}__{model}__frozen__seed")  # model names hold [ ]
+    dirs = list((suite_dir / "runs").glob(pattern + "*")) if (suite_dir / "runs").is_dir() else []
     return len([d for d in dirs if (d / "DONE").exists()]) >= len(seeds)
 
 

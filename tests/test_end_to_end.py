@@ -94,3 +94,15 @@ def test_dry_run_lists_the_plan_and_what_is_done(ol3i_smoke, tmp_path, capsys):
     assert not any(t.done for t in fresh if t.kind in ("fit", "search"))
     assert main(["run", *args, "--out", str(tmp_path / "empty"), "--dry-run"]) == 0
     assert not (tmp_path / "empty").exists()  # a dry run writes nothing
+
+
+def test_the_plan_finds_finished_reference_rows_by_their_bracketed_names(tmp_path):
+    from bench.plan import _reference_done
+
+    for seed in (1, 2):
+        d = tmp_path / "s" / "runs" / f"complete__raw__logreg[table]__frozen__seed{seed}"
+        d.mkdir(parents=True)
+        (d / "DONE").write_text("")
+    assert _reference_done(tmp_path / "s", "complete", "logreg[table]", "mlp", [1, 2])
+    assert not _reference_done(tmp_path / "s", "complete", "lightgbm[table]", "mlp", [1, 2])
+    assert not _reference_done(tmp_path / "s", "complete", "logreg[table]", "mlp", [1, 2, 3])
