@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="rebuild results.csv and leaderboard.md from run directories")
     lb.add_argument("suite_dir", type=_out_path, help="e.g. runs/ol3i-incomplete")
     lb.add_argument("--publish", action="store_true", help="also write leaderboards/<suite>.md and .csv")
+    lb.add_argument("--backfill", action="store_true",
+                    help="first add to finished runs' reports what the current code writes and older code did not "
+                         "(decision-rule accuracies, a reference row's pretraining record), from what each run stored")
     return p
 
 
@@ -276,6 +279,10 @@ def _cmd_leaderboard(args) -> int:
         if inner:  # the --out folder rather than one of its suites
             raise BenchError(f"{str(args.suite_dir)!r} holds suites, not runs; pass one of "
                              f"{', '.join(str(d) for d in inner[:5])}")
+    if args.backfill:
+        from bench.results import backfill_reports
+
+        print(f"[bench] {backfill_reports(args.suite_dir)} reports backfilled", file=sys.stderr)
     path = write_leaderboard(args.suite_dir, publish_to=_repo_leaderboards_dir() if args.publish else None)
     print(path.read_text())
     return 0

@@ -159,9 +159,10 @@ def evaluate(task: Task, y_true: np.ndarray, logits: np.ndarray, threshold: floa
     Returns ``{"metric": "auc" | "acc", "value": <primary>, "n": <samples>, ...extras}``. Binary tasks
     add ``"acc"`` and ``"balanced_acc"`` only when a decision ``threshold`` on the logit is given
     (positive iff ``logit >= threshold``; the harness chooses it on validation, see
-    :func:`bench.pipeline.operating_point`): under class weights and resampling a fixed 0.5 predicts
+    :func:`bench.stats.operating_point`): under class weights and resampling a fixed 0.5 predicts
     one class for most models, so no accuracy is reported without a chosen threshold. Multiclass
-    tasks with at least 5 classes add ``"top5_acc"``.
+    tasks add ``"balanced_acc"`` (argmax, the mean recall over the classes present) and, with at
+    least 5 classes, ``"top5_acc"``.
     """
     metric = primary_metric(task)
     y = _labels_1d(y_true)
@@ -180,7 +181,8 @@ def evaluate(task: Task, y_true: np.ndarray, logits: np.ndarray, threshold: floa
         raise MetricError(f"logits have {a.shape[0]} samples but y_true has {y.shape[0]}")
     if y.min() < 0 or y.max() >= a.shape[1]:
         raise MetricError(f"labels must lie in [0, {a.shape[1]}), found [{y.min()}, {y.max()}]")
-    out: dict[str, Any] = {"metric": metric, "value": accuracy(y, a), "n": int(y.size)}
+    out: dict[str, Any] = {"metric": metric, "value": accuracy(y, a), "n": int(y.size),
+                           "balanced_acc": float(balanced_accuracy_score(y, np.argmax(a, axis=1)))}
     if a.shape[1] >= 5:
         out["top5_acc"] = topk_accuracy(y, a, 5)
     return out

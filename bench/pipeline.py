@@ -40,6 +40,7 @@ from bench.importance import ig_importance
 from bench.imputation import ImputedFusion, parse_variant
 from bench.metrics import evaluate
 from bench.preflight import preflight
+from bench.stats import decision_metrics
 from bench.pretrain import EncoderSpec, cache_root, pretrain_pair, pretrain_steps, shared_image
 from bench.protocols import (
     AppliedProtocol,
@@ -489,13 +490,13 @@ def run_suite(
                            x_num=proto.x_num, x_cat=proto.x_cat, seeds=suite.seeds, prov=prov, env=env,
                            base_fingerprint=run_fingerprint(suite, prov, spec_of(setting_name, tab_name, "concat", "frozen", 0))
                            if "concat" in {v[1] for v in variants} else {"digest": prov["checksum"]},
-                           force=force, operating_point=operating_point, say=_say)
+                           force=force, say=_say)
                 if setting_name not in reference_done:  # table-only models and ceilings: once per protocol
                     reference_ids.extend(write_reference_runs(**ref, image_features=None, pair=None,
                                                               ceilings=ceilings if setting_name == "complete" else None))
                     reference_done.add(setting_name)
                 reference_ids.extend(write_reference_runs(**ref, image_features=img_pooled.cpu().numpy(), pair=tab_name,
-                                                          ceilings=None))
+                                                          ceilings=None, pretraining=pinfo))
 
             for label, base, _impute in variants:
                 fusion_cls = get("fusion", base)
@@ -631,9 +632,8 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
             "tabular_relative_l2": relative_change(ctx.tab_enc, model.tabular_encoder),
             "val_first_epoch": fit_res.history[0]["val"] if fit_res.history and "val" in fit_res.history[0] else None,
             "val_best": fit_res.best_val}}
-    if data.task == "binary":  # the operating point is chosen on validation, never on test
-        test = {**test, "at_threshold": operating_point(data.y[prep.val], val_logits,
-                                                        data.y[prep.test], arrays["test_logits"])}
+    # the decision rule (binary: a threshold) is chosen on validation, never on test
+    test = {**test, **decision_metrics(data.task, data.y[prep.val], val_logits, data.y[prep.test], arrays["test_logits"])}
     report = RunReport(
         spec=sp, suite_version=suite.version, budget=suite.budget_name, metric=test["metric"],
         test=test, val=val, hyperparameters={**best, "rconf": ctx.rconf, **ctx.fusion_kwargs},
@@ -669,20 +669,6 @@ def synthetic_ceilings(data: MultimodalData) -> dict[str, np.ndarray] | None:
 
     d = prov.details
     return ceiling_scores(simulate(int(d["n"]), int(d["seed"]), prov.version))
-
-
-def operating_point(y_val: np.ndarray, val_logits: np.ndarray, y_test: np.ndarray, test_logits: np.ndarray) -> dict:
-    """Youden's J threshold on the validation logits and the binary metrics it gives on test
-    (:func:`bench.stats.binary_metrics`): a fixed 0.5 is no decision rule at a 4% prevalence."""
-    from bench.stats import binary_metrics, choose_threshold
-
-    try:
-        thr = choose_threshold(np.asarray(y_val).ravel(), np.asarray(val_logits, dtype=np.float64).ravel(), rule="youden")
-        out = binary_metrics(np.asarray(y_test).ravel(), np.asarray(test_logits, dtype=np.float64).ravel(), thr)
-    except Exception as exc:  # a degenerate validation split: say why instead of inventing a threshold
-        return {"rule": "youden", "error": str(exc)}
-    return {"rule": "youden (validation)", **{k: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v))
-                                             for k, v in out.items()}}
 
 
 def _profile(img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs, rconf, data, latency_cfg) -> dict:

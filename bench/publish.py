@@ -1,8 +1,8 @@
 """Published leaderboards and the compact results they are rendered from.
 
 ``python -m bench run|leaderboard ... --publish`` copies the compact results of a suite — ``suite.json``
-and, per finished run, ``report.json``, ``config.json``, ``DONE`` and the run's *test* predictions
-(``predictions.npz`` without the validation arrays) — to ``leaderboards/results/<suite>/``, then renders
+and, per finished run, ``report.json``, ``config.json``, ``DONE`` and the run's test and validation
+predictions (``predictions.npz`` without the training-time arrays) — to ``leaderboards/results/<suite>/``, then renders
 ``leaderboards/<suite>.md`` (+ ``.csv``, ``.json``, PNG figures) *from that copy*. Since a leaderboard is
 a pure function of run directories,
 
@@ -17,11 +17,7 @@ between CPU vendors in the last bits of a double; the published number promises 
 any x86-64 CPU (the AMD EPYC and Intel Xeon renderings that disagreed differed from the 16th digit on; the
 files are now rendered on an Intel Xeon, and the same rounding applied to the EPYC's values gives the same bytes).
 
-Size: multi-class logits (DVM: 101 columns per test sample) are stored as float16 in the compact copy
-(half the bytes; a float16 logit is within 1e-3 relative of the float32 one). Since the published page is
-rendered from the copy, it is byte-for-byte reproducible; it may differ from the run directory's own
-``leaderboard.md`` in the last digit where float16 rounding changes a pooled probability. Binary logits
-(one column) stay float32: they are small, and AUC is sensitive to ties that rounding would create.
+Logits are copied as trained (float32), so every published metric recomputes exactly from the copy.
 """
 
 from __future__ import annotations
@@ -126,7 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.publish", description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="only compare; do not rewrite the published files")
     p.add_argument("--leaderboards", type=Path, default=LEADERBOARDS)
+    p.add_argument("--backfill", action="store_true",
+                   help="first add to the committed reports what the current code writes and older code did not, "
+                        "derived from what each run stored (bench.results.backfill_reports)")
     args = p.parse_args(argv)
+    if args.backfill and not args.check:
+        from bench.results import backfill_reports
+
+        for src in sorted(p for p in (args.leaderboards / "results").glob("*") if (p / "suite.json").exists()):
+            print(f"[bench] {src.name}: {backfill_reports(src)} reports backfilled")
     changed = rebuild(args.leaderboards, write=not args.check)
     if changed:
         print(f"[bench] not byte-for-byte identical to the committed results: {', '.join(changed)}", file=sys.stderr)

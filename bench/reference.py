@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.metrics import evaluate
+from bench.stats import decision_metrics
 from bench.results import RunReport, RunSpec, is_done, run_dir, write_run
 
 LOGREG_C = (0.01, 0.1, 1.0, 10.0)
@@ -151,11 +152,12 @@ def reference_fingerprint(base: dict, what: dict) -> dict:
 def write_reference_runs(*, out, suite, protocol: str, image_label: str, data, prep, x_num, x_cat,
                          image_features: np.ndarray | None, pair: str | None, seeds: list[int], prov: dict,
                          env: dict, base_fingerprint: dict, ceilings: dict[str, np.ndarray] | None,
-                         force: bool, operating_point, say) -> list[str]:
+                         force: bool, say, pretraining: dict | None = None) -> list[str]:
     """Fit and write the reference rows of one protocol; returns their run ids (finished ones are kept).
 
     ``image_features`` and ``pair`` given: the classical models on table + that pair's frozen image features;
     else the classical models on the table alone, plus ``ceilings`` (logits for all samples) when given.
+    ``pretraining``: the pair's pretraining record, kept with rows on its image features.
     """
     y = np.asarray(data.y)
     split = Split(prep.train, prep.val, prep.test)
@@ -180,17 +182,16 @@ def write_reference_runs(*, out, suite, protocol: str, image_label: str, data, p
                 scores, info = FITTERS[how](x, y, split, data.task, int(seed), n_classes=int(data.n_classes))
             else:  # a ceiling: the generator's logit for every sample, nothing fitted
                 scores, info = np.asarray(how, dtype=np.float32)[:, None], {"model": f"generator {what['ceiling']} logit"}
-            test = evaluate(data.task, y[split.test], scores[split.test])
+            test = {**evaluate(data.task, y[split.test], scores[split.test]),
+                    **decision_metrics(data.task, y[split.val], scores[split.val], y[split.test], scores[split.test])}
             val = evaluate(data.task, y[split.val], scores[split.val])
-            if data.task == "binary":
-                test = {**test, "at_threshold": operating_point(y[split.val], scores[split.val], y[split.test],
-                                                                scores[split.test])}
             report = RunReport(
                 spec=sp, suite_version=suite.version, budget=suite.budget_name, metric=test["metric"], test=test,
                 val=val, hyperparameters={k: v for k, v in info.items() if k not in ("model", "val")}, profile={},
                 provenance=prov, environment=env, fingerprint=fp,
                 training={"kind": kind, "model": info["model"], "features": what.get("features", "latents"),
-                          "image_features_from": pair, "selection": "validation split"})
+                          "image_features_from": pair, "selection": "validation split",
+                          **({"pretraining": pretraining} if pair is not None and pretraining else {})})
             arrays = {"test_ids": ids_path[split.test].astype(str), "test_y": y[split.test],
                       "test_logits": scores[split.test], "val_y": y[split.val], "val_logits": scores[split.val]}
             write_run(run_dir(out, sp), report, {"spec": sp.__dict__, "reference": what}, arrays, fingerprint=fp)

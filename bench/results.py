@@ -470,3 +470,47 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "libraries": versions,
     }
+
+
+def backfill_reports(suite_dir: Path) -> int:
+    """Add to finished runs' reports what the current code writes and older code did not, derived only
+    from what each run stored; returns the number of reports changed. Predictions and every metric
+    already in a report are left as they are.
+
+    * ``test.acc`` / ``test.balanced_acc`` at the run's decision rule: binary, the validation-chosen
+      threshold's figures already in ``test.at_threshold`` (older code's figures at a fixed logit 0 are
+      kept as ``acc_at_logit_0`` / ``balanced_acc_at_logit_0``); multiclass, argmax of the stored test logits
+      (:func:`bench.metrics.evaluate`, whose accuracy must equal the report's, else the run is left alone).
+    * ``training.pretraining`` on a reference row fitted on a pair's image features: that pair's record,
+      from a network run of the same suite.
+    """
+    from bench.metrics import evaluate
+
+    runs = [d for d in sorted((suite_dir / "runs").glob("*")) if is_done(d)]
+    reports = {d: json.loads((d / "report.json").read_text()) for d in runs}
+    pretraining = {}
+    for r in reports.values():
+        p = r.get("training", {}).get("pretraining")
+        if p and "epochs_run" in r.get("training", {}):
+            pretraining.setdefault(r["spec"]["tabular_encoder"], p)
+    changed = 0
+    for d, r in reports.items():
+        test, training = r.get("test", {}), r.get("training", {})
+        new_test, new_training = dict(test), dict(training)
+        op = test.get("at_threshold") or {}
+        if "balanced_accuracy" in op and test.get("balanced_acc") != op["balanced_accuracy"]:
+            if "balanced_acc" in test:  # older code's figures at a fixed logit 0, kept under their own name
+                new_test.update(acc_at_logit_0=test.get("acc"), balanced_acc_at_logit_0=test["balanced_acc"])
+            new_test.update(acc=op["accuracy"], balanced_acc=op["balanced_accuracy"])
+        elif "balanced_acc" not in test and test.get("metric") == "acc" and (d / "predictions.npz").exists():
+            with np.load(d / "predictions.npz", allow_pickle=False) as z:
+                again = evaluate("multiclass", z["test_y"], z["test_logits"])
+            if abs(again["value"] - test["value"]) < 1e-12:
+                new_test["balanced_acc"] = again["balanced_acc"]
+        pair = training.get("image_features_from")
+        if pair and "pretraining" not in training and pair in pretraining:
+            new_training["pretraining"] = pretraining[pair]
+        if new_test != test or new_training != training:
+            atomic_write_json(d / "report.json", {**r, "test": new_test, "training": new_training})
+            changed += 1
+    return changed

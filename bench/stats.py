@@ -228,6 +228,33 @@ def binary_metrics(y_test: Any, logits_test: Any, threshold: float) -> dict[str,
     }
 
 
+def operating_point(y_val: Any, val_logits: Any, y_test: Any, test_logits: Any) -> dict:
+    """Youden's J threshold on the validation logits and the binary metrics it gives on test
+    (:func:`binary_metrics`): a fixed 0.5 is no decision rule at a 4% prevalence. A degenerate
+    validation split gives ``{"rule", "error"}`` instead of an invented threshold."""
+    try:
+        thr = choose_threshold(np.asarray(y_val).ravel(), np.asarray(val_logits, dtype=np.float64).ravel(), rule="youden")
+        out = binary_metrics(np.asarray(y_test).ravel(), np.asarray(test_logits, dtype=np.float64).ravel(), thr)
+    except Exception as exc:
+        return {"rule": "youden", "error": str(exc)}
+    return {"rule": "youden (validation)", **{k: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v))
+                                             for k, v in out.items()}}
+
+
+def decision_metrics(task: Task, y_val: Any, val_logits: Any, y_test: Any, test_logits: Any) -> dict:
+    """What a run's test dict adds to :func:`bench.metrics.evaluate` at the harness's decision rule.
+
+    Binary: ``acc`` and ``balanced_acc`` at the threshold chosen on validation (Youden's J), and that
+    ``at_threshold`` operating point; multiclass: nothing (``evaluate`` decides by argmax itself).
+    """
+    if task != "binary":
+        return {}
+    op = operating_point(y_val, val_logits, y_test, test_logits)
+    if "error" in op:
+        return {"at_threshold": op}
+    return {"acc": op["accuracy"], "balanced_acc": op["balanced_accuracy"], "at_threshold": op}
+
+
 # --------------------------------------------------------------------------------------------------
 # multiple comparisons
 

@@ -106,3 +106,39 @@ def test_the_plan_finds_finished_reference_rows_by_their_bracketed_names(tmp_pat
     assert _reference_done(tmp_path / "s", "complete", "logreg[table]", "mlp", [1, 2])
     assert not _reference_done(tmp_path / "s", "complete", "lightgbm[table]", "mlp", [1, 2])
     assert not _reference_done(tmp_path / "s", "complete", "logreg[table]", "mlp", [1, 2, 3])
+
+
+def test_every_report_decides_at_its_validation_threshold(ol3i_smoke):
+    """The report's test accuracy is the one at the validation-chosen threshold, never at a fixed 0.5."""
+    for report in ol3i_smoke.glob("runs/*/report.json"):
+        test = json.loads(report.read_text())["test"]
+        op = test["at_threshold"]
+        assert op["rule"] == "youden (validation)"
+        assert test["balanced_acc"] == op["balanced_accuracy"] and test["acc"] == op["accuracy"]
+
+
+def test_backfill_adds_the_decision_rule_and_the_pair_pretraining_from_stored_results(tmp_path):
+    """Reports of older code get what current code writes, derived from what they stored; nothing else moves."""
+    from bench.results import backfill_reports
+
+    def write(name, report):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        (d / "report.json").write_text(json.dumps(report))
+        (d / "DONE").write_text("")
+        return d
+
+    op = {"rule": "youden (validation)", "accuracy": 0.7, "balanced_accuracy": 0.65, "threshold": -2.0}
+    pre = {"epochs": 6, "heldout": {"itc": 4.1}}
+    net = write("complete__mlp__concat__frozen__seed1", {"spec": {"tabular_encoder": "mlp"},
+                "test": {"metric": "auc", "value": 0.7, "acc": 0.04, "balanced_acc": 0.5, "at_threshold": op},
+                "training": {"epochs_run": 3, "pretraining": pre}})
+    ref = write("complete__mlp__logreg[table,image]__frozen__seed1", {"spec": {"tabular_encoder": "mlp"},
+                "test": {"metric": "auc", "value": 0.6, "at_threshold": op}, "training": {"image_features_from": "mlp"}})
+    assert backfill_reports(tmp_path) == 2
+    n, r = (json.loads((d / "report.json").read_text()) for d in (net, ref))
+    assert (n["test"]["acc"], n["test"]["balanced_acc"]) == (0.7, 0.65)
+    assert (n["test"]["acc_at_logit_0"], n["test"]["balanced_acc_at_logit_0"]) == (0.04, 0.5)
+    assert n["test"]["value"] == 0.7 and n["training"] == {"epochs_run": 3, "pretraining": pre}
+    assert r["test"]["balanced_acc"] == 0.65 and r["training"]["pretraining"] == pre
+    assert backfill_reports(tmp_path) == 0  # nothing left to add

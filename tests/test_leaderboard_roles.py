@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from bench.leaderboard import method_statistics, results_frame, write_leaderboard
-from bench.pipeline import operating_point
+from bench.stats import operating_point
 from bench.results import RunReport, RunSpec, run_dir, write_run
 
 N, SEEDS = 400, (1, 2)

@@ -103,6 +103,9 @@ def test_evaluate_binary_and_multiclass():
     top5 = np.argsort(-l6, axis=1)[:, :5]
     assert out6["top5_acc"] == pytest.approx(np.mean([y6[i] in top5[i] for i in range(50)]))
     assert "top5_acc" not in evaluate("multiclass", y6 % 3, l6[:, :3])
+    pred = l6.argmax(1)  # balanced accuracy: the mean recall of the classes present, at argmax
+    recalls = [np.mean(pred[y6 == c] == c) for c in np.unique(y6)]
+    assert out6["balanced_acc"] == pytest.approx(np.mean(recalls))
     with pytest.raises(ValueError):
         primary_metric("regression")
 
