@@ -221,7 +221,7 @@ def _dry_run(suite, args) -> int:
         tasks = [dataclasses.replace(t, done=False) for t in tasks]
     print(f"[bench] plan of {suite.name} v{suite.version} | budget {suite.budget_name} | seeds {suite.seeds} | "
           f"{args.out / suite.name}")
-    print(format_plan(tasks, measured_fit_seconds(tasks, args.out, suite)))
+    print(format_plan(tasks, measured_fit_seconds(args.out, suite)))
     pending = sum(not t.done for t in tasks)
     print(f"[bench] {len(tasks)} tasks, {pending} pending; dry run: nothing trained or written "
           f"({time.perf_counter() - t0:.1f} s)")

@@ -199,18 +199,25 @@ def describe_change(old: dict, new: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------- plan
-def planned_specs(suite) -> list[RunSpec]:
-    """Every run of this invocation's plan, in the order the pipeline runs them."""
+def training_settings(suite) -> dict[str, bool]:
+    """The suite's training settings (a run's ``protocol``) in pipeline order, each with whether it trains
+    on complete data: a missingness protocol trained at rate 0 is the ``complete`` setting."""
     from bench.protocols import missingness_plan
 
-    settings: dict[str, None] = {}
+    settings: dict[str, bool] = {}
     for spec in suite.protocols:
         plan = missingness_plan(spec)
         if plan is None:
-            settings.setdefault(spec["name"])
+            settings.setdefault(spec["name"], True)
         else:
             for p in plan.train_rates:
-                settings.setdefault("complete" if p == 0 else plan.run_protocol(p))
+                settings.setdefault("complete" if p == 0 else plan.run_protocol(p), p == 0)
+    return settings
+
+
+def planned_specs(suite) -> list[RunSpec]:
+    """Every run of this invocation's plan, in the order the pipeline runs them."""
+    settings = training_settings(suite)
     image_label = suite.image_config().get("model_name", suite.image_encoder.get("name", "timm"))
     variants, _ = suite.fusion_variants()
     return [RunSpec(suite.name, st, image_label, tab, label, strategy, seed)

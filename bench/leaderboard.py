@@ -845,18 +845,15 @@ def _describe_search(search: dict) -> str:
 def suite_metadata(suite_dir: Path, reports: list | None = None) -> dict:
     path = suite_dir / "suite.json"
     meta = json.loads(path.read_text()) if path.exists() else {}
-    probes = {}
-    for r in load_reports(suite_dir) if reports is None else reports:
-        meta["last_run"] = max(meta.get("last_run", ""), str(r.created)[:10])
-        p = r.training.get("probes")
-        if p:
-            probes[(r.spec.tabular_encoder, r.spec.protocol)] = p
-    meta["probes"] = probes
-    pre: dict[str, dict] = {}
-    changes: dict[str, list] = {}
+    reports = load_reports(suite_dir) if reports is None else reports
     vals = {(r.spec.protocol, r.spec.tabular_encoder, r.spec.fusion, r.spec.strategy, r.spec.seed): r.val.get("value")
-            for r in (load_reports(suite_dir) if reports is None else reports)}
-    for r in load_reports(suite_dir) if reports is None else reports:
+            for r in reports}
+    probes, pre, changes, plugins = {}, {}, {}, {}
+    offsets = []  # the trained runs' logit shift taken off (None: older code)
+    for r in reports:
+        meta["last_run"] = max(meta.get("last_run", ""), str(r.created)[:10])
+        if r.training.get("probes"):
+            probes[(r.spec.tabular_encoder, r.spec.protocol)] = r.training["probes"]
         p = r.training.get("pretraining")
         if p and r.training.get("kind", "fusion") != "ceiling":
             pre.setdefault(r.spec.tabular_encoder, p)
@@ -865,15 +862,14 @@ def suite_metadata(suite_dir: Path, reports: list | None = None) -> dict:
             frozen = vals.get((r.spec.protocol, r.spec.tabular_encoder, r.spec.fusion, "frozen", r.spec.seed))
             delta = None if frozen is None or r.val.get("value") is None else r.val["value"] - frozen
             changes.setdefault(r.spec.tabular_encoder, []).append((c["image_relative_l2"], c["tabular_relative_l2"], delta))
-    meta["pretraining"] = pre
-    meta["logit_offsets"] = [r.training.get("logit_offset_removed") for r in
-                             (load_reports(suite_dir) if reports is None else reports)
-                             if r.training.get("kind", "fusion") not in ("ceiling",) and "epochs_run" in r.training]
-    plugins: dict[tuple, dict] = {}
-    for r in load_reports(suite_dir) if reports is None else reports:
+        if "epochs_run" in r.training:
+            offsets.append(r.training.get("logit_offset_removed"))
         for kind, ident in (r.fingerprint or {}).get("plugins", {}).items():
             if isinstance(ident, dict) and ident.get("name"):
                 plugins.setdefault((kind, ident["name"]), ident)
+    meta["probes"] = probes
+    meta["pretraining"] = pre
+    meta["logit_offsets"] = offsets
     meta["plugins"] = plugins
     meta["encoder_change"] = {
         tab: {"image": float(np.median([c[0] for c in cs])), "tabular": float(np.median([c[1] for c in cs])),

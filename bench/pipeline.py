@@ -40,7 +40,6 @@ from bench.importance import ig_importance
 from bench.imputation import ImputedFusion, parse_variant
 from bench.metrics import evaluate
 from bench.preflight import preflight
-from bench.stats import decision_metrics
 from bench.pretrain import EncoderSpec, cache_root, pretrain_pair, pretrain_steps, shared_image
 from bench.protocols import (
     AppliedProtocol,
@@ -52,8 +51,8 @@ from bench.protocols import (
     cell_mask,
     missingness_plan,
 )
-from bench.registry import get
 from bench.reference import write_reference_runs
+from bench.registry import get
 from bench.results import (
     RunReport,
     RunSpec,
@@ -66,6 +65,7 @@ from bench.results import (
     write_run,
 )
 from bench.search import check_backend, default_storage, describe, run_search
+from bench.stats import decision_metrics
 from bench.suite import Suite
 from bench.train import FitConfig, LossConfig, fit, predict
 
@@ -137,6 +137,27 @@ def prepare(data: MultimodalData) -> Prepared:
     tab = PreparedTabular(x_num, x_cat, list(data.num_names), list(data.cat_names),
                           x_num[train].mean(0).astype(np.float32), modes)
     return Prepared(data, tab, train, val, test)
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def data_provenance(data: MultimodalData) -> dict:
+    """What a run records of its dataset (and what its fingerprint holds)."""
+    p = data.provenance
+    return {"dataset": p.dataset, "source": p.source, "version": p.version, "checksum": p.checksum,
+            "protocol_note": p.protocol_note}
+
+
+def image_encoder_spec(suite: Suite, data: MultimodalData) -> EncoderSpec:
+    return EncoderSpec("image_encoder", suite.image_encoder.get("name", "timm"),
+                       {**suite.image_config(), "in_chans": data.image_shape[0], "image_size": data.image_shape[-1]})
+
+
+def tabular_encoder_spec(suite: Suite, prep: Prepared, name: str) -> EncoderSpec:
+    return EncoderSpec("tabular_encoder", name, {**suite.tabular_config(name), "n_num": len(prep.tab.num_names),
+                                                 "cat_cardinalities": list(prep.data.cat_cardinalities)})
 
 
 # ------------------------------------------------------------------------------------- features
@@ -325,8 +346,7 @@ def run_suite(
     env = environment()
     suite_dir = out / suite.name
     data = load_data(suite, data_root, dataset)
-    prov = {"dataset": data.provenance.dataset, "source": data.provenance.source, "version": data.provenance.version,
-            "checksum": data.provenance.checksum, "protocol_note": data.provenance.protocol_note}
+    prov = data_provenance(data)
     # what each run is made with now; a finished run made otherwise is set aside and run again
     reconcile(out, suite, lambda sp: run_fingerprint(suite, prov, sp), planned_specs(suite), force=force, say=_say)
     prep = prepare(data)
@@ -369,11 +389,8 @@ def run_suite(
         "search": {**budget.get("search", {}), **describe(backend, budget.get("search", {}))},
     })
 
-    image_cfg = suite.image_config()
-    image_name = suite.image_encoder.get("name", "timm")
-    image_label = image_cfg.get("model_name", image_name)
-    image_spec = EncoderSpec("image_encoder", image_name,
-                             {**image_cfg, "in_chans": data.image_shape[0], "image_size": data.image_shape[-1]})
+    image_spec = image_encoder_spec(suite, data)
+    image_label = image_spec.kwargs.get("model_name", image_spec.name)
     runs_total = len(suite.tabular_encoders) * len(settings) * len(variants) * len(suite.strategies) * len(suite.seeds)
     bar = tqdm(total=runs_total, desc=f"{suite.name} runs", unit="run", disable=not progress, dynamic_ncols=True)
     profiles: dict[tuple[str, str], dict] = {}
@@ -399,10 +416,7 @@ def run_suite(
         image_from = None
         if pcfg.get("image_encoder", "per_pair") == "shared" and tab_name != anchor:
             if not shared:
-                anchor_spec = EncoderSpec("tabular_encoder", anchor, {
-                    **suite.tabular_config(anchor), "n_num": len(prep.tab.num_names),
-                    "cat_cardinalities": list(data.cat_cardinalities)})
-                a_img, _, a_info = pretrain(anchor_spec, anchor)
+                a_img, _, a_info = pretrain(tabular_encoder_spec(suite, prep, anchor), anchor)
                 shared.append(shared_image(a_img, a_info, pcfg))
             image_from = shared[0]
         pbar = tqdm(total=pretrain_steps(len(prep.train), pcfg), desc=f"pretrain {image_label}+{tab_name}", unit="step",
@@ -421,20 +435,13 @@ def run_suite(
         if not force and all(is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp)) for sp in pending):
             bar.update(len(pending))  # every run of this encoder pair is finished: nothing to load
             continue
-        tab_spec = EncoderSpec("tabular_encoder", tab_name, {
-            **suite.tabular_config(tab_name), "n_num": len(prep.tab.num_names),
-            "cat_cardinalities": list(data.cat_cardinalities)})
-        pcfg = budget["pretrain"]
+        tab_spec = tabular_encoder_spec(suite, prep, tab_name)
         img_enc, tab_enc, pinfo = pretrain(tab_spec, tab_name)
         ho = pinfo.get("heldout") or {}
-
-        def _f(key: str, fmt: str = ".3f") -> str:
-            v = ho.get(key)
-            return "n/a" if v is None else format(v, fmt)
-
+        shown = {k: _num(ho.get(k)) for k in ("itc_init", "itc", "chance_itc", "top1_init", "top1")}
         _say(f"[bench] pretrained {image_label}+{tab_name} ({'cache' if pinfo['cached'] else str(pinfo['seconds']) + ' s'}): "
-             f"held-out ITC {_f('itc_init')} -> {_f('itc')} (chance ln B {_f('chance_itc')}), top-1 retrieval "
-             f"{_f('top1_init')} -> {_f('top1')} (chance 1/B {_f('chance_top1', '.4f')})"
+             f"held-out ITC {shown['itc_init']} -> {shown['itc']} (chance ln B {shown['chance_itc']}), top-1 retrieval "
+             f"{shown['top1_init']} -> {shown['top1']} (chance 1/B {_num(ho.get('chance_top1'), '.4f')})"
              + ("" if ho.get("learned") else " — ENCODERS NOT TRAINED (short of ln B - 0.5 and 5/B, or too few held-out pairs)"))
         torch.manual_seed(PRETRAIN_SEED)  # the exact starting point of pretraining, for the random-init probes
         init_img, init_tab = image_spec.build().to(dev), tab_spec.build().to(dev)

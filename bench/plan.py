@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.fingerprint import planned_specs, run_fingerprint
+from bench.fingerprint import planned_specs, run_fingerprint, training_settings
 from bench.imputation import parse_variant
 from bench.results import is_done, run_dir
 from bench.suite import Suite
@@ -41,48 +41,40 @@ class Task:
 
 def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset: str | None = None) -> list[Task]:
     """Every task of ``bench run`` for ``suite`` into ``out``, in the order the pipeline runs them."""
-    from bench.pipeline import PRETRAIN_SEED, load_data, needs_importance, prepare
-    from bench.protocols import missingness_plan
-    from bench.pretrain import EncoderSpec, pretrain_cache_path, pretrain_steps
+    from bench.pipeline import (
+        PRETRAIN_SEED,
+        data_provenance,
+        image_encoder_spec,
+        load_data,
+        needs_importance,
+        prepare,
+        tabular_encoder_spec,
+    )
+    from bench.pretrain import pretrain_cache_path, pretrain_steps
     from bench.reference import CEILINGS, FITTERS
+    from bench.registry import get
+    from bench.search.space import plan_search
 
     data = load_data(suite, data_root, dataset)
     prep = prepare(data)
-    prov = {"dataset": data.provenance.dataset, "source": data.provenance.source, "version": data.provenance.version,
-            "checksum": data.provenance.checksum, "protocol_note": data.provenance.protocol_note}
+    prov = data_provenance(data)
     budget = suite.budget
     suite_dir = out / suite.name
     tasks: list[Task] = []
-    n_train = len(prep.train)
     if needs_importance(suite):
         icfg = budget.get("importance", {})
         tasks.append(Task("importance", f"integrated gradients of a supervised {icfg.get('model', 'resnet')}", False,
                           float(icfg.get("epochs", 0)), "epochs"))
-    settings: dict[str, bool] = {}  # each training setting, and whether it trains on complete data
-    for spec in suite.protocols:
-        mp = missingness_plan(spec)
-        if mp is None:
-            settings.setdefault(spec["name"], True)
-        else:
-            for p in mp.train_rates:
-                settings.setdefault("complete" if p == 0 else mp.run_protocol(p), p == 0)
+    settings = training_settings(suite)  # setting -> trains on complete data
     specs = planned_specs(suite)
-    fp = {sp.run_id: run_fingerprint(suite, prov, sp) for sp in specs}
-    done = {sp.run_id: is_done(run_dir(out, sp), fp[sp.run_id]) for sp in specs}
-
-    image_cfg = suite.image_config()
-    image_spec = EncoderSpec("image_encoder", suite.image_encoder.get("name", "timm"),
-                             {**image_cfg, "in_chans": data.image_shape[0], "image_size": data.image_shape[-1]})
+    done = {sp.run_id: is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp)) for sp in specs}
+    image_spec = image_encoder_spec(suite, data)
     pcfg = budget["pretrain"]
-    steps = float(pretrain_steps(n_train, pcfg))
-
-    def tab_spec(name: str) -> EncoderSpec:
-        return EncoderSpec("tabular_encoder", name, {**suite.tabular_config(name), "n_num": len(prep.tab.num_names),
-                                                      "cat_cardinalities": list(data.cat_cardinalities)})
+    steps = float(pretrain_steps(len(prep.train), pcfg))
 
     def pretrain_path(name: str, image_from: str | None) -> Path:
-        return pretrain_cache_path(prov["checksum"], image_spec, tab_spec(name), pcfg, PRETRAIN_SEED,
-                                   heldout=True, image_from=image_from)
+        return pretrain_cache_path(prov["checksum"], image_spec, tabular_encoder_spec(suite, prep, name), pcfg,
+                                   PRETRAIN_SEED, heldout=True, image_from=image_from)
 
     anchor = pcfg.get("anchor", "mlp")
     shared = pcfg.get("image_encoder", "per_pair") == "shared"
@@ -90,9 +82,6 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     variants, _ = suite.fusion_variants()
     reference = bool(budget.get("reference", {}).get("classical", True))
     per_protocol = budget.get("search", {}).get("per_protocol", True)
-    n_configs = {"frozen": int(budget.get("search", {}).get("n_configs", budget.get("search", {}).get("n_trials", 1))),
-                 "trainable": int(budget.get("search", {}).get("trainable_n_configs",
-                                                               budget.get("search", {}).get("trainable_n_trials", 1)))}
     fit_cost = {s: _fit_cost(budget, s) for s in suite.strategies}
     anchor_listed = anchor in suite.tabular_encoders  # else pretrained first, for the others to align to
     for tab in suite.tabular_encoders:
@@ -129,7 +118,7 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
                             and (sp.fusion == label if per_protocol else parse_variant(sp.fusion)[0] == base)
                             and (sp.protocol == setting or not per_protocol)]
                     saved = (suite_dir / "search" / ("__".join(key) + ".json")).exists()
-                    trials = n_configs[strategy] if n_configs[strategy] > 1 else 0  # one configuration: nothing to try
+                    trials = plan_search(get("fusion", base), strategy, budget.get("search", {})).n_trials
                     tasks.append(Task("search", "/".join(key), saved or all(done[sp.run_id] for sp in runs),
                                       trials * fit_cost[strategy][0], fit_cost[strategy][1]))
                 for setting in settings:
@@ -148,13 +137,15 @@ def _fit_cost(budget: dict, strategy: str) -> tuple[float, str]:
 
 
 def _reference_done(suite_dir: Path, setting: str, model: str, tab: str, seeds: list[int]) -> bool:
-    pair = "raw" if "[table]" in model or model.startswith("ceiling") else tab
+    from bench.reference import RAW
+
+    pair = RAW if "[table]" in model or model.startswith("ceiling") else tab
     pattern = glob.escape(f"{setting}__{pair}__{model}__frozen__seed")  # model names hold [ ]
     dirs = list((suite_dir / "runs").glob(pattern + "*")) if (suite_dir / "runs").is_dir() else []
     return len([d for d in dirs if (d / "DONE").exists()]) >= len(seeds)
 
 
-def measured_fit_seconds(tasks: list[Task], out: Path, suite: Suite) -> dict[tuple[str, str], float]:
+def measured_fit_seconds(out: Path, suite: Suite) -> dict[tuple[str, str], float]:
     """Median training seconds of the finished fits in ``out``, by (tabular encoder, strategy)."""
     seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
     for sp in planned_specs(suite):

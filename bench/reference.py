@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.metrics import evaluate
-from bench.stats import decision_metrics
 from bench.results import RunReport, RunSpec, is_done, run_dir, write_run
+from bench.stats import decision_metrics
 
 LOGREG_C = (0.01, 0.1, 1.0, 10.0)
 LGBM_LEAVES = (7, 31)

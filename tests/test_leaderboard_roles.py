@@ -6,8 +6,8 @@ import json
 import numpy as np
 
 from bench.leaderboard import method_statistics, results_frame, write_leaderboard
-from bench.stats import operating_point
 from bench.results import RunReport, RunSpec, run_dir, write_run
+from bench.stats import operating_point
 
 N, SEEDS = 400, (1, 2)
 

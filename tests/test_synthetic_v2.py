@@ -15,6 +15,7 @@ from scipy.special import expit
 
 import bench.data.base as base
 from bench.data import ol3i_synthetic as o3
+from bench.data.base import checksum_arrays
 from bench.data.ol3i_synthetic import (
     LARGE_SAMPLE_CEILINGS,
     POSITIVE_RATE,
@@ -25,7 +26,6 @@ from bench.data.ol3i_synthetic import (
     make_ol3i_synthetic,
     simulate,
 )
-from bench.data.base import checksum_arrays
 from bench.errors import DataError
 
 

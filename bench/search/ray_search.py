@@ -27,7 +27,14 @@ from pathlib import Path
 import optuna
 
 from bench.errors import ConfigError
-from bench.search.space import IndexedObjective, Objective, RunningBest, plan_search, pruner_settings, summarize
+from bench.search.space import (
+    IndexedObjective,
+    Objective,
+    RunningBest,
+    plan_search,
+    pruner_settings,
+    summarize,
+)
 
 RAY_MISSING = "Ray is not installed; pip install -e '.[ray]'"
 SQLALCHEMY_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
