@@ -139,6 +139,14 @@ def prepare(data: MultimodalData) -> Prepared:
     return Prepared(data, tab, train, val, test)
 
 
+def reference_base_fingerprint(suite: Suite, prov: dict, setting: str, tab_name: str) -> dict:
+    """What a reference row's fingerprint starts from: the suite's run fingerprint (budget, data, bench)."""
+    if "concat" not in {base for _, base, _ in suite.fusion_variants()[0]}:
+        return {"digest": prov["checksum"]}
+    image_label = suite.image_config().get("model_name", suite.image_encoder.get("name", "timm"))
+    return run_fingerprint(suite, prov, RunSpec(suite.name, setting, image_label, tab_name, "concat", "frozen", 0))
+
+
 def _num(value: float | None, fmt: str = ".3f") -> str:
     return "n/a" if value is None else format(value, fmt)
 
@@ -495,8 +503,7 @@ def run_suite(
             if setting.train_cond.kind == "none" and reference_models:
                 ref = dict(out=out, suite=suite, protocol=setting_name, image_label=image_label, data=data, prep=prep,
                            x_num=proto.x_num, x_cat=proto.x_cat, seeds=suite.seeds, prov=prov, env=env,
-                           base_fingerprint=run_fingerprint(suite, prov, spec_of(setting_name, tab_name, "concat", "frozen", 0))
-                           if "concat" in {v[1] for v in variants} else {"digest": prov["checksum"]},
+                           base_fingerprint=reference_base_fingerprint(suite, prov, setting_name, tab_name),
                            force=force, say=_say)
                 if setting_name not in reference_done:  # table-only models and ceilings: once per protocol
                     reference_ids.extend(write_reference_runs(**ref, image_features=None, pair=None,
@@ -667,10 +674,15 @@ def relative_change(before: nn.Module, after: nn.Module) -> float:
     return float(np.sqrt(num / den)) if den > 0 else float("nan")
 
 
+def has_ceilings(data: MultimodalData) -> bool:
+    """Whether ``data`` is a replica whose generator gives ceiling logits (the OL3I replica)."""
+    return data.provenance.source == "synthetic" and data.provenance.dataset == "ol3i-synthetic"
+
+
 def synthetic_ceilings(data: MultimodalData) -> dict[str, np.ndarray] | None:
     """The generator's ceiling logits for every sample when ``data`` is a replica that knows them, else None."""
     prov = data.provenance
-    if prov.source != "synthetic" or prov.dataset != "ol3i-synthetic":
+    if not has_ceilings(data):
         return None
     from bench.data.ol3i_synthetic import ceiling_scores, simulate
 

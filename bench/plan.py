@@ -12,7 +12,6 @@ seconds turn the pending fits into an estimate of wall time on this machine.
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import statistics
@@ -44,14 +43,16 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     from bench.pipeline import (
         PRETRAIN_SEED,
         data_provenance,
+        has_ceilings,
         image_encoder_spec,
         load_data,
         needs_importance,
         prepare,
+        reference_base_fingerprint,
         tabular_encoder_spec,
     )
     from bench.pretrain import pretrain_cache_path, pretrain_steps
-    from bench.reference import CEILINGS, FITTERS
+    from bench.reference import CEILINGS, RAW, reference_rows, reference_spec
     from bench.registry import get
     from bench.search.space import plan_search
 
@@ -69,6 +70,7 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     specs = planned_specs(suite)
     done = {sp.run_id: is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp)) for sp in specs}
     image_spec = image_encoder_spec(suite, data)
+    image_label = image_spec.kwargs.get("model_name", image_spec.name)
     pcfg = budget["pretrain"]
     steps = float(pretrain_steps(len(prep.train), pcfg))
 
@@ -88,10 +90,10 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
         pending = [sp for sp in specs if sp.tabular_encoder == tab and not done[sp.run_id]]
         if shared and tab != anchor and not anchor_listed:
             anchor_listed = True
-            tasks.append(Task("pretrain", f"{image_spec.kwargs.get('model_name', 'image')}+{anchor} (the shared image "
+            tasks.append(Task("pretrain", f"{image_label}+{anchor} (the shared image "
                               "encoder's anchor)", pretrain_path(anchor, None).exists() or not pending, steps, "steps"))
         image_from = anchor_key if shared and tab != anchor else None
-        tasks.append(Task("pretrain", f"{image_spec.kwargs.get('model_name', 'image')}+{tab}"
+        tasks.append(Task("pretrain", f"{image_label}+{tab}"
                           + (" (table side aligned to the shared image encoder)" if image_from else ""),
                           pretrain_path(tab, image_from).exists() or not pending, steps, "steps"))
         for setting in settings:
@@ -101,15 +103,16 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
             tasks.append(Task("probe", f"{tab} / {setting}: image and tabular probes, pretrained and random-init",
                               not left, 4.0 * budget.get("probes", {}).get("max_epochs", 1), "epochs"))
             if reference and settings[setting]:
-                models = [f"{m}[table,image]" for m in FITTERS]
-                if tab == suite.tabular_encoders[0]:
-                    models += [f"{m}[table]" for m in FITTERS]
-                    if setting == "complete" and data.provenance.source == "synthetic":
-                        models += list(CEILINGS.values())
-                for model in models:
-                    tasks.append(Task("reference", f"{model} · {tab} / {setting} × {len(suite.seeds)} seed(s)",
-                                      _reference_done(suite_dir, setting, model, tab, suite.seeds),
-                                      float(len(suite.seeds)), "models"))
+                base_fp = reference_base_fingerprint(suite, prov, setting, tab)
+                groups = [tab] + ([None] if tab == suite.tabular_encoders[0] else [])  # table-only rows once
+                ceilings = dict.fromkeys(CEILINGS) if setting == "complete" and has_ceilings(data) else None
+                for pair in groups:
+                    for row, _, what, _ in reference_rows(pair, ceilings):
+                        found = [is_done(run_dir(out, sp), fp) for sp, fp in
+                                 (reference_spec(suite, setting, image_label, pair, row, what, seed, base_fp)
+                                  for seed in suite.seeds)]
+                        tasks.append(Task("reference", f"{row} · {pair or RAW} / {setting} × {len(found)} seed(s)",
+                                          all(found), float(len(found)), "models"))
         for label, base, _ in variants:
             for strategy in suite.strategies:
                 for setting in settings if per_protocol else list(settings)[:1]:
@@ -134,15 +137,6 @@ def _fit_cost(budget: dict, strategy: str) -> tuple[float, str]:
     if strategy == "trainable" and cfg.get("max_steps_per_epoch"):
         return float(cfg["max_epochs"] * cfg["max_steps_per_epoch"]), "steps"
     return float(cfg["max_epochs"]), "epochs"
-
-
-def _reference_done(suite_dir: Path, setting: str, model: str, tab: str, seeds: list[int]) -> bool:
-    from bench.reference import RAW
-
-    pair = RAW if "[table]" in model or model.startswith("ceiling") else tab
-    pattern = glob.escape(f"{setting}__{pair}__{model}__frozen__seed")  # model names hold [ ]
-    dirs = list((suite_dir / "runs").glob(pattern + "*")) if (suite_dir / "runs").is_dir() else []
-    return len([d for d in dirs if (d / "DONE").exists()]) >= len(seeds)
 
 
 def measured_fit_seconds(out: Path, suite: Suite) -> dict[tuple[str, str], float]:

@@ -149,6 +149,24 @@ def reference_fingerprint(base: dict, what: dict) -> dict:
     return {"digest": hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:20], **blob}
 
 
+def reference_rows(pair: str | None, ceilings) -> list[tuple[str, str, dict, object]]:
+    """``(row name, kind, what, how)`` of one protocol's reference rows: the classical models on the table
+    (``pair`` None; plus the ``ceilings`` given, a mapping of generator logits) or on the table plus the
+    pair's image features. ``how`` is a :data:`FITTERS` name or a ceiling's logits."""
+    features = "table" if pair is None else "table,image"
+    rows = [(f"{m}[{features}]", "baseline", {"model": m, "features": features}, m) for m in FITTERS]
+    if ceilings is not None and pair is None:
+        rows += [(CEILINGS[k], "ceiling", {"ceiling": k}, ceilings[k]) for k in CEILINGS if k in ceilings]
+    return rows
+
+
+def reference_spec(suite, protocol: str, image_label: str, pair: str | None, row: str, what: dict, seed: int,
+                   base_fingerprint: dict) -> tuple[RunSpec, dict]:
+    """One reference row's run spec and the fingerprint it is written (and found) with."""
+    sp = RunSpec(suite.name, protocol, image_label, RAW if pair is None else pair, row, "frozen", int(seed))
+    return sp, reference_fingerprint(base_fingerprint, {**what, "protocol": protocol, "pair": pair, "seed": seed})
+
+
 def write_reference_runs(*, out, suite, protocol: str, image_label: str, data, prep, x_num, x_cat,
                          image_features: np.ndarray | None, pair: str | None, seeds: list[int], prov: dict,
                          env: dict, base_fingerprint: dict, ceilings: dict[str, np.ndarray] | None,
@@ -162,20 +180,15 @@ def write_reference_runs(*, out, suite, protocol: str, image_label: str, data, p
     y = np.asarray(data.y)
     split = Split(prep.train, prep.val, prep.test)
     x = design_matrix(x_num, x_cat, list(data.cat_cardinalities), image_features)
-    features = "table" if image_features is None else "table,image"
     tab_label = RAW if pair is None else pair
-    rows: list[tuple[str, str, dict, object]] = [(f"{m}[{features}]", "baseline", {"model": m, "features": features}, m)
-                                                 for m in FITTERS]
-    if ceilings is not None and image_features is None:
-        rows += [(CEILINGS[k], "ceiling", {"ceiling": k}, ceilings[k]) for k in CEILINGS if k in ceilings]
+    rows = reference_rows(None if image_features is None else pair, ceilings)
     ids = []
     ids_path = np.asarray(data.ids if data.ids is not None else np.arange(data.n))
     for fusion, kind, what, how in rows:
         test = None
         for seed in seeds:
-            sp = RunSpec(suite.name, protocol, image_label, tab_label, fusion, "frozen", int(seed))
+            sp, fp = reference_spec(suite, protocol, image_label, pair, fusion, what, seed, base_fingerprint)
             ids.append(sp.run_id)
-            fp = reference_fingerprint(base_fingerprint, {**what, "protocol": protocol, "pair": pair, "seed": seed})
             if not force and is_done(run_dir(out, sp), fp):
                 continue
             if isinstance(how, str):

@@ -96,16 +96,37 @@ def test_dry_run_lists_the_plan_and_what_is_done(ol3i_smoke, tmp_path, capsys):
     assert not (tmp_path / "empty").exists()  # a dry run writes nothing
 
 
-def test_the_plan_finds_finished_reference_rows_by_their_bracketed_names(tmp_path):
-    from bench.plan import _reference_done
+def test_the_plan_finds_finished_reference_rows_by_their_fingerprints(tmp_path):
+    """A reference row is done when its directory (bracketed name) holds DONE and the fingerprint it would be
+    written with now; the same row written with another fingerprint is pending."""
+    from bench.plan import plan_suite
+    from bench.reference import reference_rows, reference_spec
+    from bench.results import FINGERPRINT_FILE, run_dir
+    from bench.suite import load_suite
 
-    for seed in (1, 2):
-        d = tmp_path / "s" / "runs" / f"complete__raw__logreg[table]__frozen__seed{seed}"
+    suite = load_suite("ol3i-incomplete", budget="smoke", fusions=FUSIONS, tabular_encoders=["mlp"])
+    suite.budget["reference"] = {"classical": True}
+    fresh = [t for t in plan_suite(suite, out=tmp_path) if t.kind == "reference"]
+    assert fresh and not any(t.done for t in fresh) and any("logreg[table]" in t.name for t in fresh)
+    from bench.pipeline import data_provenance, load_data, reference_base_fingerprint
+
+    prov = data_provenance(load_data(suite, None))
+    row, _, what, _ = reference_rows(None, None)[0]  # logreg[table]
+    for seed, digest in zip(suite.seeds, ("now", "old"), strict=True):
+        sp, fp = reference_spec(suite, "complete", "resnet10t", None, row, what, seed,
+                                reference_base_fingerprint(suite, prov, "complete", "mlp"))
+        d = run_dir(tmp_path, sp)
         d.mkdir(parents=True)
-        (d / "DONE").write_text("")
-    assert _reference_done(tmp_path / "s", "complete", "logreg[table]", "mlp", [1, 2])
-    assert not _reference_done(tmp_path / "s", "complete", "lightgbm[table]", "mlp", [1, 2])
-    assert not _reference_done(tmp_path / "s", "complete", "logreg[table]", "mlp", [1, 2, 3])
+        for name in ("DONE", "report.json"):
+            (d / name).write_text("{}")
+        (d / FINGERPRINT_FILE).write_text(json.dumps(fp if digest == "now" else {**fp, "digest": "other"}))
+    task = next(t for t in plan_suite(suite, out=tmp_path) if t.name.startswith(f"{row} · raw / complete"))
+    assert not task.done  # one of its two seeds was made otherwise
+    sp, fp = reference_spec(suite, "complete", "resnet10t", None, row, what, suite.seeds[1],
+                            reference_base_fingerprint(suite, prov, "complete", "mlp"))
+    (run_dir(tmp_path, sp) / FINGERPRINT_FILE).write_text(json.dumps(fp))
+    task = next(t for t in plan_suite(suite, out=tmp_path) if t.name.startswith(f"{row} · raw / complete"))
+    assert task.done
 
 
 def test_every_report_decides_at_its_validation_threshold(ol3i_smoke):
