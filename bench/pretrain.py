@@ -239,16 +239,15 @@ def pretrain_pair(
     epochs = int(cfg["epochs"])
     losses = []
     z_fixed = None
-    if image_from is not None:  # the fixed image side: every pool row's projection, once, without augmentation
-        img_enc.eval()
-        head_img.eval()
+    if image_from is None:
+        modules.train()
+    else:  # the fixed image side (eval mode): every pool row's projection, once, without augmentation
+        modules.eval()
         with torch.no_grad():
             z_fixed = torch.cat([head_img(img_enc(torch.as_tensor(np.asarray(images[pool[i:i + 256]], dtype=np.float32))
                                                   .to(device)).pooled) for i in range(0, len(pool), 256)])
-    modules.train()
-    if image_from is not None:
-        img_enc.eval()
-        head_img.eval()
+        tab_enc.train()
+        head_tab.train()
     for epoch in range(epochs):
         order = rng.permutation(len(pool))
         for start in range(0, len(order) - 1, bs):
