@@ -225,12 +225,15 @@ def planned_specs(suite) -> list[RunSpec]:
             for strategy in suite.strategies for seed in suite.seeds]
 
 
-def _search_stems(suite, spec: RunSpec) -> list[str]:
+def search_stem(suite, spec: RunSpec) -> str:
+    """The name of the search a run's hyper-parameters come from (``<suite>/search/<stem>.json``): one per
+    tabular encoder, method and strategy, and per protocol unless ``search.per_protocol`` is false, when
+    the imputation variants of a fusion share their fusion's search."""
     from bench.imputation import parse_variant
 
     per_protocol = suite.budget.get("search", {}).get("per_protocol", True)
     method = spec.fusion if per_protocol else parse_variant(spec.fusion)[0]
-    return ["__".join((spec.tabular_encoder, method, spec.strategy, spec.protocol if per_protocol else "all"))]
+    return "__".join((spec.tabular_encoder, method, spec.strategy, spec.protocol if per_protocol else "all"))
 
 
 SEARCH_INDEX = "_fingerprints.json"
@@ -254,7 +257,7 @@ def reconcile(out: Path, suite, fingerprints: Callable[[RunSpec], dict], specs: 
     moved = 0
     for sp in specs:
         new = fingerprints(sp)
-        for stem in _search_stems(suite, sp):
+        for stem in [search_stem(suite, sp)]:
             if stem in index and index[stem] != new["digest"]:
                 stale_stems.add(stem)
             index[stem] = new["digest"]
@@ -266,7 +269,7 @@ def reconcile(out: Path, suite, fingerprints: Callable[[RunSpec], dict], specs: 
             continue
         changes[describe_change(old, new)] += 1
         set_aside(d, suite_dir / SUPERSEDED_DIR)
-        stale_stems.update(_search_stems(suite, sp))
+        stale_stems.add(search_stem(suite, sp))
         moved += 1
     for stem in sorted(stale_stems):
         f = search_dir / f"{stem}.json"

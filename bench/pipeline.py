@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from bench.api import FusionDims, FusionOutput, MultimodalModel, zero_missing
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
-from bench.fingerprint import planned_specs, reconcile, run_fingerprint
+from bench.fingerprint import planned_specs, reconcile, run_fingerprint, search_stem
 from bench.importance import ig_importance
 from bench.imputation import ImputedFusion, parse_variant
 from bench.metrics import evaluate
@@ -405,7 +405,7 @@ def run_suite(
     # fusions that read every tabular token (not only the pooled one) need them encoded and cached
     needs_tab_tokens = any(getattr(get("fusion", base), "needs_tabular_tokens", False) for _, base, _ in variants)
 
-    searched: set[tuple] = set()  # the search keys searched by this invocation
+    searched: set[str] = set()  # the searches (stems) run by this invocation
     # reference rows (bench.reference): classical models on the table (+ each pair's image features), ceilings
     reference_models = bool(budget.get("reference", {}).get("classical", True))
     reference_ids: list[str] = []
@@ -535,17 +535,15 @@ def run_suite(
                     ctx = _RunContext(prep, feats, setting, img_enc, tab_enc, label, dims, n_out, fusion_kwargs,
                                       rconf, strategy, loss, budget, warm_from, importance, needs_tab_tokens, out)
                     ctx.test_states = test_states if strategy == "frozen" else {}
-                    # one search per (tabular encoder, fusion, strategy[, protocol]), saved in the suite
-                    # directory; with per_protocol false the first setting's choice is reused
+                    # one search per (tabular encoder, fusion, strategy[, protocol]) (fingerprint.search_stem),
+                    # saved in the suite directory; with per_protocol false the search runs on the first (complete)
+                    # setting, where an imputation variant is its fusion, and is reused by the others
                     search_cfg = budget.get("search", {})
-                    # with per_protocol false the search runs on complete data, where an imputation variant
-                    # is its fusion: the variants of one fusion share one search
-                    per_protocol = search_cfg.get("per_protocol", True)
-                    search_key = (tab_name, label if per_protocol else base, strategy, setting_name if per_protocol else "*")
+                    search_key = search_stem(suite, specs[0])
                     try:
                         if isinstance(profiles[key], Exception):
                             raise profiles[key]
-                        search_file = suite_dir / "search" / ("__".join(search_key).replace("*", "all") + ".json")
+                        search_file = suite_dir / "search" / f"{search_key}.json"
                         # --force redoes a search once per invocation; a search shared by settings
                         # (per_protocol false) is then reused, not redone on each setting's data
                         if search_file.exists() and (not force or search_key in searched):

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.fingerprint import planned_specs, run_fingerprint, training_settings
+from bench.fingerprint import planned_specs, run_fingerprint, search_stem, training_settings
 from bench.imputation import parse_variant
 from bench.results import is_done, run_dir
 from bench.suite import Suite
@@ -81,9 +81,7 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     anchor = pcfg.get("anchor", "mlp")
     shared = pcfg.get("image_encoder", "per_pair") == "shared"
     anchor_key = pretrain_path(anchor, None).stem if shared else None
-    variants, _ = suite.fusion_variants()
     reference = bool(budget.get("reference", {}).get("classical", True))
-    per_protocol = budget.get("search", {}).get("per_protocol", True)
     fit_cost = {s: _fit_cost(budget, s) for s in suite.strategies}
     anchor_listed = anchor in suite.tabular_encoders  # else pretrained first, for the others to align to
     for tab in suite.tabular_encoders:
@@ -113,21 +111,17 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
                                   for seed in suite.seeds)]
                         tasks.append(Task("reference", f"{row} · {pair or RAW} / {setting} × {len(found)} seed(s)",
                                           all(found), float(len(found)), "models"))
-        for label, base, _ in variants:
-            for strategy in suite.strategies:
-                for setting in settings if per_protocol else list(settings)[:1]:
-                    key = (tab, label if per_protocol else base, strategy, setting if per_protocol else "all")
-                    runs = [sp for sp in specs if sp.tabular_encoder == tab and sp.strategy == strategy
-                            and (sp.fusion == label if per_protocol else parse_variant(sp.fusion)[0] == base)
-                            and (sp.protocol == setting or not per_protocol)]
-                    saved = (suite_dir / "search" / ("__".join(key) + ".json")).exists()
-                    trials = plan_search(get("fusion", base), strategy, budget.get("search", {})).n_trials
-                    tasks.append(Task("search", "/".join(key), saved or all(done[sp.run_id] for sp in runs),
-                                      trials * fit_cost[strategy][0], fit_cost[strategy][1]))
-                for setting in settings:
-                    for sp in specs:
-                        if (sp.tabular_encoder, sp.fusion, sp.strategy, sp.protocol) == (tab, label, strategy, setting):
-                            tasks.append(Task("fit", sp.run_id, done[sp.run_id], *fit_cost[strategy]))
+        searches: dict[str, list] = {}  # one search per stem; per_protocol false: a fusion's variants share one
+        for sp in (sp for sp in specs if sp.tabular_encoder == tab):
+            searches.setdefault(search_stem(suite, sp), []).append(sp)
+        for stem, runs in searches.items():
+            strategy = runs[0].strategy
+            trials = plan_search(get("fusion", parse_variant(runs[0].fusion)[0]), strategy, budget.get("search", {}))
+            tasks.append(Task("search", stem, (suite_dir / "search" / f"{stem}.json").exists()
+                              or all(done[sp.run_id] for sp in runs),
+                              trials.n_trials * fit_cost[strategy][0], fit_cost[strategy][1]))
+        tasks += [Task("fit", sp.run_id, done[sp.run_id], *fit_cost[sp.strategy]) for sp in specs
+                  if sp.tabular_encoder == tab]
     tasks.append(Task("render", f"{suite_dir / 'leaderboard.md'}", False, 1.0, "tables"))
     return tasks
 
