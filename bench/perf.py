@@ -99,10 +99,14 @@ def bench_ft_mamba(
     sequential = ft_mamba(n_num=n_features, cat_cardinalities=[], d_token=d_token, n_blocks=n_blocks,
                           d_state=d_state, backend="cpu", scan="sequential")
     sequential.load_state_dict(chunked.state_dict(), strict=True)
+    eager = copy.deepcopy(chunked)  # the same chunked scan, each chunk as separate eager ops
+    for block in eager.blocks:
+        block.mixer.fused = False
     mambapy = copy.deepcopy(chunked)
     for block in mambapy.blocks:
         block.mixer = _MambapyMixer(block.mixer)
-    models: dict[str, nn.Module] = {"chunked": chunked, "sequential": sequential, "mambapy": mambapy}
+    models: dict[str, nn.Module] = {"chunked": chunked, "chunked_eager": eager, "sequential": sequential,
+                                    "mambapy": mambapy}
     for heads in (8, 1):
         if d_token % heads == 0:
             models[f"ft_transformer_h{heads}"] = ft_transformer(
@@ -115,7 +119,8 @@ def bench_ft_mamba(
     with torch.no_grad():
         ref = sequential(x).tokens
         diffs = {name: float(((models[name](x).tokens - ref).abs().max() / ref.abs().max()).item())
-                 for name in ("chunked", "mambapy")}
+                 for name in ("chunked", "chunked_eager", "mambapy")}
+    from baselines.tabular.mamba_cpu import _FusedChunks
 
     def step(model: nn.Module) -> Callable[[], None]:
         def run() -> None:
@@ -129,12 +134,16 @@ def bench_ft_mamba(
                    "d_state": d_state, "repeats": repeats, "threads": torch.get_num_threads()},
         "seconds_per_step": secs,
         "samples_per_s": {k: batch / v for k, v in secs.items()},
+        "chunks_fused": _FusedChunks.failed is None,
+        "fused_failure": _FusedChunks.failed,
         "max_rel_diff_chunked_vs_sequential": diffs["chunked"],
+        "max_rel_diff_chunked_eager_vs_sequential": diffs["chunked_eager"],
         "max_rel_diff_mambapy_vs_sequential": diffs["mambapy"],
     }
     sps = out["samples_per_s"]
     out["ratio_chunked_over_mambapy"] = sps["chunked"] / sps["mambapy"]
     out["ratio_chunked_over_sequential"] = sps["chunked"] / sps["sequential"]
+    out["ratio_chunked_over_chunked_eager"] = sps["chunked"] / sps["chunked_eager"]
     for heads in (8, 1):
         if f"ft_transformer_h{heads}" in sps:
             out[f"ratio_chunked_over_ft_transformer_h{heads}"] = sps["chunked"] / sps[f"ft_transformer_h{heads}"]
@@ -622,6 +631,10 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                          fm["ratio_chunked_over_mambapy"], ">= 3", fm["ratio_chunked_over_mambapy"] >= 3))
         rows.append(_row("FT-Mamba chunked, samples/s (vs sequential scan)", s["chunked"], s["sequential"],
                          fm["ratio_chunked_over_sequential"]))
+        if "chunked_eager" in s:  # older result files lack it
+            fused = "fused by torch.compile" if fm.get("chunks_fused") else "NOT fused: " + str(fm.get("fused_failure"))
+            rows.append(_row(f"FT-Mamba chunked ({fused}), samples/s (vs the same chunks as eager ops)",
+                             s["chunked"], s["chunked_eager"], fm["ratio_chunked_over_chunked_eager"]))
         for h in (8, 1):
             key = f"ratio_chunked_over_ft_transformer_h{h}"
             if key in fm:

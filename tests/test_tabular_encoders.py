@@ -10,6 +10,7 @@ import rtdl_revisiting_models as rtdl
 import torch
 import torch.nn.functional as F
 
+from baselines.tabular import mamba_cpu
 from baselines.tabular.ft_mamba import FTMamba
 from baselines.tabular.mamba_cpu import (
     MambaCPU,
@@ -175,14 +176,19 @@ def scan_inputs(batch, length, d_inner, d_state, dtype=torch.float32, seed=0, dt
     return [x, dt, A, B, C, D]
 
 
-@pytest.mark.parametrize("length", [1, 7, 16, 37, 64])
-@pytest.mark.parametrize("chunk_size", [1, 4, 16, None])
-def test_chunked_scan_matches_sequential(length, chunk_size):
+FUSED_CASES = [(7, 4), (37, 8), (64, None)]  # the fused scan compiles per chunk length: a few cases
+
+
+@pytest.mark.parametrize(("length", "chunk_size", "fused"), [
+    *((n, c, False) for n in (1, 7, 16, 37, 64) for c in (1, 4, 16, None)),
+    *((n, c, True) for n, c in FUSED_CASES),
+])
+def test_chunked_scan_matches_sequential(length, chunk_size, fused):
     args = scan_inputs(3, length, 8, 4)
     for a in args:
         a.requires_grad_(True)
     y_seq = selective_scan_sequential(*args)
-    y_chk = selective_scan_chunked(*args, chunk_size=chunk_size)
+    y_chk = selective_scan_chunked(*args, chunk_size=chunk_size, fused=fused)
     torch.testing.assert_close(y_chk, y_seq, rtol=1e-5, atol=1e-5 * y_seq.abs().max().item())
     w = torch.randn(y_seq.shape, generator=torch.Generator().manual_seed(5))
     g_seq = torch.autograd.grad((y_seq * w).sum(), args)
@@ -191,8 +197,8 @@ def test_chunked_scan_matches_sequential(length, chunk_size):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item(), msg=name)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, None])
-def test_chunked_scan_with_softplus_and_gate_matches_sequential(chunk_size):
+@pytest.mark.parametrize(("chunk_size", "fused"), [(1, False), (4, False), (None, False), (4, True), (None, True)])
+def test_chunked_scan_with_softplus_and_gate_matches_sequential(chunk_size, fused):
     # as mamba_ssm's selective_scan_fn(..., z=z, delta_softplus=True): dt = softplus(delta), y * silu(z)
     x, dt, A, B, C, D = scan_inputs(3, 37, 8, 4)
     g = torch.Generator().manual_seed(7)
@@ -204,7 +210,7 @@ def test_chunked_scan_with_softplus_and_gate_matches_sequential(chunk_size):
     y_seq = selective_scan_sequential(*args[:6], z=z, delta_softplus=True)
     ref = (selective_scan_sequential(x, F.softplus(delta), A, B, C, D) * F.silu(z))
     torch.testing.assert_close(y_seq, ref)
-    y_chk = selective_scan_chunked(*args[:6], z=z, delta_softplus=True, chunk_size=chunk_size)
+    y_chk = selective_scan_chunked(*args[:6], z=z, delta_softplus=True, chunk_size=chunk_size, fused=fused)
     torch.testing.assert_close(y_chk, y_seq, rtol=1e-5, atol=1e-5 * y_seq.abs().max().item())
     w = torch.randn(y_seq.shape, generator=g)
     g_seq = torch.autograd.grad((y_seq * w).sum(), args)
@@ -224,28 +230,82 @@ def test_chunked_scan_time_major_is_the_transposed_call():
         selective_scan_chunked(x, dt, A, B, C, D, z=z[:, :-1])
 
 
-def test_chunked_scan_gradcheck():
+@pytest.mark.parametrize("fused", [False, True])
+def test_chunked_scan_gradcheck(fused):
     args = scan_inputs(2, 9, 3, 2, dtype=torch.float64)
     for a in args:
         a.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda *a: selective_scan_chunked(*a, chunk_size=4), args)
+    assert torch.autograd.gradcheck(lambda *a: selective_scan_chunked(*a, chunk_size=4, fused=fused), args)
     z = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda *a: selective_scan_chunked(*a[:6], z=a[6], delta_softplus=True, chunk_size=4), (*args, z))
+        lambda *a: selective_scan_chunked(*a[:6], z=a[6], delta_softplus=True, chunk_size=4, fused=fused),
+        (*args, z))
 
 
-def test_chunked_scan_is_stable_for_large_decays():
+@pytest.mark.parametrize("fused", [False, True])
+def test_chunked_scan_is_stable_for_large_decays(fused):
     # dt*A down to about -1e3 per step: exp of positive numbers would overflow float32
     args = scan_inputs(2, 424, 8, 16, dt_shift=4.0)
     args[2] = args[2] * 30
     for a in args:
         a.requires_grad_(True)
-    y = selective_scan_chunked(*args, chunk_size=32)
+    y = selective_scan_chunked(*args, chunk_size=32, fused=fused)
     grads = torch.autograd.grad(y.square().sum(), args)
     assert torch.isfinite(y).all()
     assert all(torch.isfinite(g).all() for g in grads)
     ref = selective_scan_sequential(*[a.detach() for a in args])
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_the_fused_scan_compiles_here():
+    # CI's machine has a C++ compiler: the fused path must really compile, not fall back silently
+    selective_scan_chunked(*scan_inputs(2, 8, 4, 2), chunk_size=4)
+    assert mamba_cpu._FusedChunks.failed is None and mamba_cpu._FusedChunks.compiled
+
+
+def test_the_fused_scan_falls_back_when_compiling_fails(monkeypatch):
+    args = scan_inputs(2, 11, 4, 2)
+    ref = selective_scan_chunked(*args, chunk_size=4, fused=False)
+    for name, value in (("compiled", {}), ("failed", None), ("probed", False)):
+        monkeypatch.setattr(mamba_cpu._FusedChunks, name, value)
+
+    def broken(*_, **__):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore lines")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match="could not be compiled .*InvalidCxxCompiler.*eager chunked scan"):
+        y = selective_scan_chunked(*args, chunk_size=4)  # fused=None: the probe fails, eager is used
+    torch.testing.assert_close(y, ref)
+    monkeypatch.setattr(mamba_cpu._FusedChunks, "failed", None)
+    with pytest.warns(UserWarning, match="could not be compiled"):  # asked for fused: chunks run uncompiled
+        y = selective_scan_chunked(*args, chunk_size=4, fused=True)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_chunk_bounds_are_powers_of_two():
+    assert mamba_cpu._fused_bounds(37, 8) == [(0, 8), (8, 16), (16, 24), (24, 32), (32, 36), (36, 37)]
+    assert mamba_cpu._fused_bounds(424, 8)[-1] == (416, 424) and len(mamba_cpu._fused_bounds(424, 8)) == 53
+    assert mamba_cpu._fused_bounds(5, 6) == [(0, 4), (4, 5)]
+    assert mamba_cpu._fused_bounds(3, 1) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_tiny_adjoints_are_flushed_without_changing_gradients():
+    # only the last step is read out (FT-Mamba's CLS): the adjoint decays through the subnormal range
+    args = scan_inputs(2, 200, 8, 16, dt_shift=2.0)
+    for a in args:
+        a.requires_grad_(True)
+    w = torch.zeros(2, 200, 8)
+    w[:, -1] = 1.0
+    grads = {}
+    for fused in (False, True):
+        y = selective_scan_chunked(*args, chunk_size=8, fused=fused)
+        grads[fused] = torch.autograd.grad((y * w).sum(), args)
+    ref = torch.autograd.grad((selective_scan_sequential(*args) * w).sum(), args)
+    tiny = torch.finfo(torch.float32).tiny
+    for got in grads.values():
+        for a, b in zip(got, ref):
+            assert not ((a != 0) & (a.abs() < tiny)).any()  # no subnormal left in any gradient
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
 
 
 def test_auto_chunk_size():

@@ -46,6 +46,8 @@ sequential loop 1.4 s, mamba.py's parallel scan 1.7 s, the two-level cumsum vari
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -200,8 +202,10 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
             # adjoint recurrence, backwards in time: g_t += exp(dt_{t+1} A) g_{t+1}
             if carry is not None:
                 g[n - 1].add_(carry)
-            for t in range(n - 2, -1, -1):
-                g[t].addcmul_(decay[t + 1], g[t + 1])
+            for t in range(n - 1, -1, -1):
+                if t < n - 1:
+                    g[t].addcmul_(decay[t + 1], g[t + 1])
+                g[t].masked_fill_(g[t].abs() < FLUSH_BELOW, 0.0)  # see _flush_tiny
             ag = torch.mul(decay, g, out=agbuf[:n])  # exp(dt_t A) g_t
             carry = ag[0].clone()
             # h_t receives B_t[n] v_t with v_t = dt_t x_t
@@ -258,6 +262,211 @@ class _ChunkWork:
         return decay, v, hs
 
 
+# --------------------------------------------------------------------------------------------
+# The same chunk computation as plain tensor expressions, fused into a few loops by Inductor.
+# --------------------------------------------------------------------------------------------
+
+
+def _chunk_forward(h0: Tensor, x: Tensor, delta: Tensor, at: Tensor, b: Tensor, c: Tensor, D: Tensor | None,
+                   z: Tensor | None, softplus: bool) -> tuple[Tensor, Tensor]:
+    """One chunk of the forward scan (time-major ``[n, B, .]``, state ``[B, N, D]``): ``(out, h_last)``.
+
+    Written as plain expressions so that Inductor fuses the whole chunk - step sizes, decays, the
+    ``n`` state updates and read-outs, skip term and gate - into one pass over the chunk.
+    """
+    dt = F.softplus(delta) if softplus else delta
+    decay = torch.exp(dt[:, :, None, :] * at)  # [n, B, N, D]
+    inp = b[..., None] * (dt * x)[:, :, None, :]
+    h, ys = h0, []
+    for t in range(x.shape[0]):
+        h = inp[t] + decay[t] * h
+        ys.append((c[t][..., None] * h).sum(1))  # C_t . h_t: [B, D]
+    y = torch.stack(ys)
+    if D is not None:
+        y = y + D * x
+    if z is not None:
+        y = y * F.silu(z)
+    return y, h
+
+
+#: Adjoint entries smaller than this are set to zero (see :func:`_flush_tiny`).
+FLUSH_BELOW = 2.0**-100
+
+
+def _flush_tiny(g: Tensor) -> Tensor:
+    """``g`` with entries of magnitude below :data:`FLUSH_BELOW` (7.9e-31) set to zero.
+
+    Where only the last token is read out (FT-Mamba's CLS), the adjoint ``dL/dh_t`` decays by
+    ``exp(dt A)`` per step backwards in time and, for most channels, passes through float32's
+    subnormal range (below 1.2e-38) on its way to zero. Intel cores take a microcode assist on
+    every subnormal operand (AMD's much cheaper), which halved the twin's training throughput on a
+    Sapphire Rapids Xeon. An entry this small changes no gradient above ~1e-30.
+    """
+    return torch.where(g.abs() < FLUSH_BELOW, 0.0, g)
+
+
+def _chunk_backward(h0: Tensor, x: Tensor, delta: Tensor, at: Tensor, b: Tensor, c: Tensor, D: Tensor | None,
+                    z: Tensor | None, gout: Tensor, carry: Tensor, softplus: bool) -> tuple[Tensor, ...]:
+    """One chunk of the backward scan: the states recomputed from ``h0``, the adjoint recurrence
+    from ``carry`` (``exp(dt_{t+1} A) dL/dh_{t+1}`` flowing in from the next chunk), and every
+    gradient of the chunk. Returns ``(gx, gdelta, gb, gc, gat, gD, gz, carry_out)``.
+    """
+    n = x.shape[0]
+    dt = F.softplus(delta) if softplus else delta
+    decay = torch.exp(dt[:, :, None, :] * at)
+    v = dt * x
+    inp = b[..., None] * v[:, :, None, :]
+    h, states = h0, []
+    for t in range(n):
+        h = inp[t] + decay[t] * h
+        states.append(h)
+    hs = torch.stack(states)  # [n, B, N, D]
+    gy, gz = gout, None
+    if z is not None:  # out = y * silu(z)
+        y = (c[..., None] * hs).sum(2)
+        if D is not None:
+            y = y + D * x
+        sig = torch.sigmoid(z)
+        gz = gout * y * sig * (1 + z * (1 - sig))
+        gy = gout * (z * sig)
+    gD = None if D is None else (gy * x).sum((0, 1))
+    gyc = gy[:, :, None, :]
+    gc = (hs * gyc).sum(-1)
+    direct = c[..., None] * gyc  # dL/dh_t through y_t
+    g = _flush_tiny(direct[n - 1] + carry)
+    adjoint = [g]
+    for t in range(n - 2, -1, -1):
+        g = _flush_tiny(direct[t] + decay[t + 1] * g)
+        adjoint.append(g)
+    g = torch.stack(adjoint[::-1])  # dL/dh_t
+    ag = decay * g
+    gv = (b[..., None] * g).sum(2)
+    gb = (g * v[:, :, None, :]).sum(-1)
+    gx = gv * dt if D is None else gv * dt + gy * D
+    w = ag * torch.cat([h0[None], hs[:-1]])  # dL/d(dt_t A) = exp(dt_t A) g_t h_{t-1}
+    gat = (w * dt[:, :, None, :]).sum((0, 1))
+    gdt = (w * at).sum(2) + gv * x
+    gdelta = gdt * torch.sigmoid(delta) if softplus else gdt
+    return gx, gdelta, gb, gc, gat, gD, gz, ag[0]
+
+
+def _probe(x: Tensor) -> Tensor:
+    return torch.exp(x) * x + 1.0
+
+
+class _FusedChunks:
+    """:func:`_chunk_forward` and :func:`_chunk_backward` compiled by ``torch.compile`` (Inductor's
+    C++/OpenMP code on CPU), built once per process; the batch size is a dynamic dimension and
+    chunk lengths are powers of two (:func:`_fused_bounds`), so a handful of compiled variants serve
+    every shape. If compiling fails (no C++ compiler, an unsupported platform), a warning says so
+    once, the chunk at hand runs the same function uncompiled, and later scans use the eager
+    :class:`_ChunkedSelectiveScan`.
+    """
+
+    compiled: dict[str, Callable[..., tuple[Tensor, ...]]] = {}
+    failed: str | None = None
+    probed: bool = False
+
+    @classmethod
+    def usable(cls, like: Tensor) -> bool:
+        """On CPU, once per process: does ``torch.compile`` build and run a small function here?"""
+        if like.device.type != "cpu":
+            return False
+        if not cls.probed:
+            cls.probed = True
+            try:
+                torch.compile(_probe, fullgraph=True)(torch.linspace(-1.0, 1.0, 8))
+            except Exception as exc:  # no C++ compiler, or a platform Inductor does not support
+                cls.disable(exc)
+        return cls.failed is None
+
+    @classmethod
+    def call(cls, fn: Callable[..., tuple[Tensor, ...]], *args) -> tuple[Tensor, ...]:
+        """``fn(*args)`` through its compiled version; uncompiled if compiling it fails."""
+        if cls.failed is None:
+            try:
+                if fn.__name__ not in cls.compiled:
+                    # one compiled variant per (chunk length, dtype, optional inputs): more than the
+                    # default limit of 8 when tests sweep them; real runs use two or three
+                    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+                    cls.compiled[fn.__name__] = torch.compile(fn, fullgraph=True, dynamic=True)
+                return cls.compiled[fn.__name__](*args)
+            except Exception as exc:
+                cls.disable(exc)
+        return fn(*args)
+
+    @classmethod
+    def disable(cls, exc: BaseException) -> None:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        cls.failed = f"{type(exc).__name__}: {first_line}"
+        warnings.warn(f"the fused Mamba scan could not be compiled ({cls.failed[:200]}); using the eager "
+                      "chunked scan (same results, slower). Install a C++ compiler to fuse it.", stacklevel=3)
+
+
+def _fused_bounds(length: int, chunk_size: int) -> list[tuple[int, int]]:
+    """Chunk ``[lo, hi)`` bounds whose lengths are powers of two: ``chunk_size`` rounded down to one,
+    and the remainder split by its binary digits (37 steps at 8: 8, 8, 8, 8, 4, 1)."""
+    step = 1 << (max(1, chunk_size).bit_length() - 1)
+    bounds, lo = [], 0
+    while lo < length:
+        while lo + step > length:
+            step //= 2
+        bounds.append((lo, lo + step))
+        lo += step
+    return bounds
+
+
+class _FusedSelectiveScan(torch.autograd.Function):
+    """The chunked scan of :class:`_ChunkedSelectiveScan` with each chunk's work fused by Inductor.
+
+    Same algorithm (states at chunk boundaries kept, chunk states recomputed in the backward, the
+    adjoint recurrence carried across chunks); each chunk's elementwise work and reductions run as
+    a few compiled loops instead of ~20 separate passes over ``[n, B, N, D]`` buffers.
+    """
+
+    @staticmethod
+    def forward(ctx, xt: Tensor, delta: Tensor, A: Tensor, bt: Tensor, ct: Tensor, D: Tensor | None,
+                zt: Tensor | None, delta_softplus: bool, chunk_size: int) -> Tensor:
+        at = A.t().contiguous()  # [N, D]
+        length, batch, d_inner = xt.shape
+        bounds = _fused_bounds(length, chunk_size)
+        starts = xt.new_empty(len(bounds), batch, A.shape[1], d_inner)  # the state entering each chunk
+        out = xt.new_empty(length, batch, d_inner)
+        h = xt.new_zeros(batch, A.shape[1], d_inner)
+        for c, (lo, hi) in enumerate(bounds):
+            starts[c].copy_(h)
+            y, h = _FusedChunks.call(_chunk_forward, starts[c], xt[lo:hi], delta[lo:hi], at, bt[lo:hi],
+                                     ct[lo:hi], D, None if zt is None else zt[lo:hi], delta_softplus)
+            out[lo:hi].copy_(y)
+        ctx.save_for_backward(xt, delta, at, bt, ct, D, zt, starts)
+        ctx.bounds, ctx.delta_softplus = bounds, delta_softplus
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gout: Tensor):
+        xt, delta, at, bt, ct, D, zt, starts = ctx.saved_tensors
+        gout = gout.contiguous()
+        gx, gdelta = torch.empty_like(xt), torch.empty_like(delta)
+        gb, gc = torch.empty_like(bt), torch.empty_like(ct)
+        gat = torch.zeros_like(at)
+        gD = None if D is None else torch.zeros_like(D)
+        gz = None if zt is None else torch.empty_like(zt)
+        carry = torch.zeros_like(starts[0])  # exp(dt_{t+1} A) dL/dh_{t+1} from the next chunk
+        for c in reversed(range(len(ctx.bounds))):
+            lo, hi = ctx.bounds[c]
+            cx, cdelta, cb, cc, c_at, cD, cz, carry = _FusedChunks.call(
+                _chunk_backward, starts[c], xt[lo:hi], delta[lo:hi], at, bt[lo:hi], ct[lo:hi], D,
+                None if zt is None else zt[lo:hi], gout[lo:hi], carry, ctx.delta_softplus)
+            gx[lo:hi], gdelta[lo:hi], gb[lo:hi], gc[lo:hi] = cx, cdelta, cb, cc
+            gat += c_at
+            if gD is not None:
+                gD += cD
+            if gz is not None:
+                gz[lo:hi] = cz
+        return gx, gdelta, gat.t(), gb, gc, gD, gz, None, None
+
+
 def selective_scan_chunked(
     x: Tensor,
     dt: Tensor,
@@ -270,6 +479,7 @@ def selective_scan_chunked(
     delta_softplus: bool = False,
     chunk_size: int | None = None,
     time_major: bool = False,
+    fused: bool | None = None,
 ) -> Tensor:
     """The selective scan, chunked with a hand-written backward (see the module docstring).
 
@@ -278,7 +488,10 @@ def selective_scan_chunked(
     (``y * silu(z)``); both are computed inside the chunk loop. ``chunk_size=None`` picks
     :func:`auto_chunk_size`; the result does not depend on it. ``time_major=True``: ``x``, ``dt``,
     ``B``, ``C``, ``z`` and the result are ``[L, B, .]`` instead of ``[B, L, .]`` (the scan's own
-    layout: no transposes in or out).
+    layout: no transposes in or out). ``fused``: each chunk's work compiled into a few loops by
+    ``torch.compile`` (:class:`_FusedSelectiveScan`) or run as separate eager ops; ``None`` fuses on
+    CPU when ``torch.compile`` works here. Same results to float32 rounding either way. Under
+    ``torch.jit.trace`` (FLOP counting) or an outer ``torch.compile`` the eager ops run.
     """
     bm = (lambda t: t.transpose(0, 1)) if time_major else (lambda t: t)
     _check_scan_args(bm(x), bm(dt), A, bm(B), bm(C), D)
@@ -289,8 +502,13 @@ def selective_scan_chunked(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, however: {chunk_size=}")
     tm = (lambda t: t.contiguous()) if time_major else (lambda t: t.transpose(0, 1).contiguous())
-    y = _ChunkedSelectiveScan.apply(tm(x), tm(dt), A, tm(B), tm(C), D, None if z is None else tm(z),
-                                    bool(delta_softplus), int(chunk_size))
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        fused = False  # a trace (fvcore's FLOP count) or an outer torch.compile records the eager ops
+    elif fused is None:
+        fused = _FusedChunks.usable(x)
+    scan = _FusedSelectiveScan if fused else _ChunkedSelectiveScan
+    y = scan.apply(tm(x), tm(dt), A, tm(B), tm(C), D, None if z is None else tm(z), bool(delta_softplus),
+                   int(chunk_size))
     return y if time_major else y.transpose(0, 1)
 
 
@@ -404,7 +622,9 @@ def causal_depthwise_conv(
 class MambaCPU(nn.Module):
     """Pure-PyTorch twin of ``mamba_ssm.Mamba``: same state_dict keys, shapes and initialisation.
 
-    Input and output ``[batch, length, d_model]``. ``scan`` picks the selective-scan implementation.
+    Input and output ``[batch, length, d_model]``. ``scan`` picks the selective-scan implementation;
+    ``fused`` (chunked scan only) whether its chunks run compiled by ``torch.compile`` (``None``: on
+    CPU when it works here).
     """
 
     def __init__(
@@ -424,6 +644,7 @@ class MambaCPU(nn.Module):
         *,
         scan: ScanName = "chunked",
         chunk_size: int | None = None,
+        fused: bool | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -455,6 +676,7 @@ class MambaCPU(nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
         self.scan = scan
         self.chunk_size = chunk_size
+        self.fused = fused  # the chunked scan's chunks compiled by torch.compile (None: when it works)
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
         self.conv1d = nn.Conv1d(
@@ -511,7 +733,7 @@ class MambaCPU(nn.Module):
         args = (x.float(), delta.float(), A, b.float(), c.float(), self.D.float())
         if self.scan == "chunked":  # softplus, skip term and gate y * silu(z) inside the chunk loop
             y = selective_scan_chunked(*args, z=z.float(), delta_softplus=True, chunk_size=self.chunk_size,
-                                       time_major=True)
+                                       time_major=True, fused=self.fused)
         else:
             batch_major = [t.transpose(0, 1) if t.ndim == 3 else t for t in args]
             y = selective_scan_sequential(*batch_major, z=z.float().transpose(0, 1), delta_softplus=True)
