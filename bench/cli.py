@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run finished runs (default: skip run directories with DONE)")
     run.add_argument("--publish", action="store_true", help="also write leaderboards/<suite>.md and .csv in this checkout")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                     help="log every run to MLflow (optional extra): parameters, per-epoch validation metric, final "
+                          "metrics, report and predictions; default store sqlite:///<out>/mlflow.db")
     run.add_argument("--backend", choices=["optuna", "ray"], default="optuna",
                      help="hyper-parameter search: optuna (this machine, default) | ray (a Ray cluster; pip install -e '.[ray]')")
     run.add_argument("--ray-address", help="Ray cluster to join, e.g. 10.0.0.5:6379 (default: $RAY_ADDRESS, else a local Ray)")
@@ -243,12 +246,18 @@ def _cmd_run(args) -> int:
     plan = planned_specs(suite)
     t0 = time.perf_counter()
     suite_dir = args.out / suite.name
+    hooks = []
+    if args.mlflow is not None:
+        from bench.mlflow_hooks import MLflowHooks
+
+        hooks.append(MLflowHooks.for_suite(suite.name, args.out, args.mlflow or None))
     with suite_lock(suite_dir):  # a second `bench run` on this --out and suite refuses
         before = _done_stamps(args.out, plan)
         try:
             result = run_suite(suite, out=args.out, data_root=args.data_root, force=args.force,
                                progress=not args.no_progress, device=args.device, backend=args.backend,
-                               storage=args.storage, ray_address=args.ray_address, dataset=args.dataset)
+                               storage=args.storage, ray_address=args.ray_address, dataset=args.dataset,
+                               hooks=hooks)
             plan = planned_specs(suite)  # real missing images found on load turn fusions into imputation variants
         except BenchError as exc:  # e.g. no run finished, so there is no leaderboard: still count them
             counts = _run_counts(args.out, plan, before)

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +37,10 @@ from bench.api import FusionDims, FusionOutput, MultimodalModel, zero_missing
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
 from bench.fingerprint import planned_specs, reconcile, run_fingerprint, search_stem
+from bench.hooks import HookList, RunHooks
 from bench.importance import ig_importance
 from bench.imputation import ImputedFusion, parse_variant
-from bench.metrics import evaluate
+from bench.metrics import evaluate, primary_metric
 from bench.preflight import preflight
 from bench.pretrain import EncoderSpec, cache_root, pretrain_pair, pretrain_steps, shared_image
 from bench.protocols import (
@@ -345,8 +347,14 @@ def run_suite(
     storage: str | None = None,
     ray_address: str | None = None,
     dataset: str | None = None,
+    hooks: Sequence[RunHooks] = (),
 ) -> SuiteResult:
-    """Run every method of ``suite``; searches go to ``backend`` (optuna | ray), kept in ``storage``."""
+    """Run every method of ``suite``; searches go to ``backend`` (optuna | ray), kept in ``storage``.
+
+    ``hooks``: :class:`bench.hooks.RunHooks` told when each run starts, after each of its epochs, when
+    it ends or fails (e.g. :class:`bench.mlflow_hooks.MLflowHooks`).
+    """
+    hooks = HookList(hooks)
     t_start = time.perf_counter()
     check_backend(backend, storage, ray_address)
     preflight(suite, out, backend=backend, storage=storage)  # --out, cache, storage, unreadable files: before any data
@@ -564,18 +572,22 @@ def run_suite(
                     except Exception as exc:  # the search itself failed: every run of it is recorded as failed
                         for sp in todo:
                             reason = record_failure(run_dir(out, sp), sp, exc)
+                            hooks.run_failed(sp, reason, run_dir(out, sp))
                             _say(f"[bench] run {sp.run_id} failed: {reason}")
                         bar.update(len(todo))
                         continue
                     bar.set_postfix_str(f"{tab_name}/{label}/{strategy}/{setting_name}")
                     for sp in todo:
                         try:
-                            _final_run(ctx, sp, best, search_info, suite, prov, env, profiles[key], pinfo, probes, warm)
+                            _final_run(ctx, sp, best, search_info, suite, prov, env, profiles[key], pinfo, probes, warm,
+                                       hooks)
                         except Exception as exc:  # a broken plug-in, a NaN loss, out of memory: record, go on
                             reason = record_failure(run_dir(out, sp), sp, exc)
+                            hooks.run_failed(sp, reason, run_dir(out, sp))
                             _say(f"[bench] run {sp.run_id} failed: {reason}")
                         bar.update(1)
     bar.close()
+    hooks.close()
     from bench.leaderboard import write_leaderboard
 
     plan_ids = [sp.run_id for sp in planned_specs(suite)] + reference_ids  # this invocation's plan only
@@ -585,11 +597,14 @@ def run_suite(
 
 
 def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, suite: Suite, prov: dict, env: dict,
-               profile: dict, pinfo: dict, probes: dict, warm: bool) -> None:
+               profile: dict, pinfo: dict, probes: dict, warm: bool, hooks: RunHooks | None = None) -> None:
     """Fit one seed with the searched hyper-parameters, test it under every condition, write its run directory."""
     prep, data = ctx.prep, ctx.prep.data
+    hooks = hooks or HookList()
+    hooks.run_start(sp, {**best, "rconf": ctx.rconf, **ctx.fusion_kwargs})
     t0 = time.perf_counter()
-    model, fit_res = ctx.train(best, sp.seed)
+    val_name = f"val_{primary_metric(data.task)}"
+    model, fit_res = ctx.train(best, sp.seed, on_epoch=lambda epoch, val: hooks.epoch_end(sp, epoch, {val_name: val}))
     seconds = round(time.perf_counter() - t0, 2)
     rd = run_dir(ctx.out, sp)
     if sp.strategy == "frozen":  # the head a warm-started trainable run starts from
@@ -659,6 +674,7 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
     write_run(rd, report, {"spec": sp.__dict__, "hyperparameters": report.hyperparameters,
                            "budget": suite.budget, "loss": suite.loss}, arrays,
               fingerprint=run_fingerprint(suite, prov, sp))
+    hooks.run_end(sp, report, rd)
 
 
 def relative_change(before: nn.Module, after: nn.Module) -> float:
