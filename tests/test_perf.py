@@ -32,7 +32,8 @@ TINY = {
 
 def test_ft_mamba_figures():
     r = perf.bench_ft_mamba(**TINY["ft_mamba"])
-    assert set(r["samples_per_s"]) == {"chunked", "sequential", "mambapy", "ft_transformer_h8", "ft_transformer_h1"}
+    assert set(r["samples_per_s"]) == {"chunked", "chunked_eager", "sequential", "mambapy", "ft_transformer_h8",
+                                           "ft_transformer_h1"}
     for k, v in r["samples_per_s"].items():
         _positive(v, k)
     for k in ("ratio_chunked_over_mambapy", "ratio_chunked_over_sequential",

@@ -282,6 +282,22 @@ def test_the_fused_scan_falls_back_when_compiling_fails(monkeypatch):
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_past_the_recompile_limit_a_chunk_runs_uncompiled_and_fusion_stays_on(monkeypatch):
+    class FailOnRecompileLimitHit(Exception):  # torch._dynamo.exc's, by name
+        pass
+
+    def over_the_limit(*_):
+        raise FailOnRecompileLimitHit("Hard failure due to fullgraph=True")
+
+    monkeypatch.setattr(mamba_cpu._FusedChunks, "compiled", {"_chunk_forward": over_the_limit,
+                                                             "_chunk_backward": over_the_limit})
+    monkeypatch.setattr(mamba_cpu._FusedChunks, "failed", None)
+    args = scan_inputs(2, 11, 4, 2)
+    y = selective_scan_chunked(*args, chunk_size=4, fused=True)
+    torch.testing.assert_close(y, selective_scan_chunked(*args, chunk_size=4, fused=False), rtol=1e-5, atol=1e-6)
+    assert mamba_cpu._FusedChunks.failed is None
+
+
 def test_fused_chunk_bounds_are_powers_of_two():
     assert mamba_cpu._fused_bounds(37, 8) == [(0, 8), (8, 16), (16, 24), (24, 32), (32, 36), (36, 37)]
     assert mamba_cpu._fused_bounds(424, 8)[-1] == (416, 424) and len(mamba_cpu._fused_bounds(424, 8)) == 53

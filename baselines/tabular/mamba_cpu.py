@@ -367,6 +367,10 @@ def _probe(x: Tensor) -> Tensor:
     return torch.exp(x) * x + 1.0
 
 
+#: Compiled variants kept per chunk function before further shapes run uncompiled.
+RECOMPILE_LIMIT = 256
+
+
 class _FusedChunks:
     """:func:`_chunk_forward` and :func:`_chunk_backward` compiled by ``torch.compile`` (Inductor's
     C++/OpenMP code on CPU), built once per process; the batch size is a dynamic dimension and
@@ -399,12 +403,14 @@ class _FusedChunks:
         if cls.failed is None:
             try:
                 if fn.__name__ not in cls.compiled:
-                    # one compiled variant per (chunk length, dtype, optional inputs): more than the
-                    # default limit of 8 when tests sweep them; real runs use two or three
-                    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+                    # one compiled variant per (chunk length, dtype, optional inputs, sizes equal to
+                    # 1): more than the default limit of 8 when tests sweep them; a suite uses a few
+                    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
                     cls.compiled[fn.__name__] = torch.compile(fn, fullgraph=True, dynamic=True)
                 return cls.compiled[fn.__name__](*args)
             except Exception as exc:
+                if type(exc).__name__ == "FailOnRecompileLimitHit":
+                    return fn(*args)  # yet another shape variant: this chunk uncompiled, the compiled ones stay
                 cls.disable(exc)
         return fn(*args)
 
