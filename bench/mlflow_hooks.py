@@ -20,6 +20,7 @@ extra (``pip install -e '.[mlflow]'``).
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +77,11 @@ class MLflowHooks(RunHooks):
 
     def run_start(self, spec: RunSpec, params: dict[str, Any]) -> None:
         tags = {"bench.run_id": spec.run_id, **{f"bench.{k}": str(v) for k, v in spec.__dict__.items()}}
+        from mlflow.entities import Param
+
         run = self.client.create_run(self.experiment_id, run_name=spec.run_id, tags=tags)
         self._active[spec.run_id] = run.info.run_id
-        for k, v in sorted(params.items()):
-            self.client.log_param(run.info.run_id, k, str(v)[:500])
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:500]) for k, v in sorted(params.items())])
 
     def epoch_end(self, spec: RunSpec, epoch: int, metrics: dict[str, float]) -> None:
         run_id = self._active.get(spec.run_id)
@@ -89,17 +91,19 @@ class MLflowHooks(RunHooks):
                     self.client.log_metric(run_id, k, float(v), step=int(epoch))
 
     def run_end(self, spec: RunSpec, report: RunReport, run_dir: Path) -> None:
+        from mlflow.entities import Metric, RunTag
+
         run_id = self._active.pop(spec.run_id, None)
         if run_id is None:
             return
-        for k, v in {**_flat("test", report.test), **_flat("val", report.val)}.items():
-            self.client.log_metric(run_id, k, v)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in {**_flat("test", report.test), **_flat("val", report.val)}.items()]
         prov, env = report.provenance, report.environment
-        for k, v in {"dataset": prov.get("dataset"), "data_source": prov.get("source"),
-                     "data_version": prov.get("version"), "bench_version": env.get("bench_version"),
-                     "git_commit": env.get("git_commit"), "budget": report.budget}.items():
-            if v is not None:
-                self.client.set_tag(run_id, f"bench.{k}", str(v))
+        tags = [RunTag(f"bench.{k}", str(v)) for k, v in {
+            "dataset": prov.get("dataset"), "data_source": prov.get("source"), "data_version": prov.get("version"),
+            "bench_version": env.get("bench_version"), "git_commit": env.get("git_commit"),
+            "budget": report.budget}.items() if v is not None]
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
         for name in ARTIFACTS:
             if (Path(run_dir) / name).exists():
                 self.client.log_artifact(run_id, str(Path(run_dir) / name))

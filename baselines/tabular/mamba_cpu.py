@@ -74,6 +74,7 @@ __all__ = [
     "MambaCPU",
     "auto_chunk_size",
     "causal_depthwise_conv",
+    "fused_scan_failure",
     "make_mamba",
     "mamba_ssm_available",
     "selective_scan_chunked",
@@ -280,6 +281,21 @@ class _ChunkWork:
 # --------------------------------------------------------------------------------------------
 
 
+def _chunk_states(h0: Tensor, x: Tensor, delta: Tensor, at: Tensor, b: Tensor,
+                  softplus: bool) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    """A chunk's step sizes ``dt``, decays ``exp(dt A)``, inputs ``v = dt x`` and states ``h_t``
+    (time-major ``[n, B, .]``, states ``[B, N, D]``) from the state ``h0`` entering it."""
+    dt = F.softplus(delta) if softplus else delta
+    decay = torch.exp(dt[:, :, None, :] * at)  # [n, B, N, D]
+    v = dt * x
+    inp = b[..., None] * v[:, :, None, :]
+    h, states = h0, []
+    for t in range(x.shape[0]):
+        h = inp[t] + decay[t] * h
+        states.append(h)
+    return dt, decay, v, states
+
+
 def _chunk_forward(h0: Tensor, x: Tensor, delta: Tensor, at: Tensor, b: Tensor, c: Tensor, D: Tensor | None,
                    z: Tensor | None, softplus: bool) -> tuple[Tensor, Tensor]:
     """One chunk of the forward scan (time-major ``[n, B, .]``, state ``[B, N, D]``): ``(out, h_last)``.
@@ -287,14 +303,9 @@ def _chunk_forward(h0: Tensor, x: Tensor, delta: Tensor, at: Tensor, b: Tensor, 
     Written as plain expressions so that Inductor fuses the whole chunk - step sizes, decays, the
     ``n`` state updates and read-outs, skip term and gate - into one pass over the chunk.
     """
-    dt = F.softplus(delta) if softplus else delta
-    decay = torch.exp(dt[:, :, None, :] * at)  # [n, B, N, D]
-    inp = b[..., None] * (dt * x)[:, :, None, :]
-    h, ys = h0, []
-    for t in range(x.shape[0]):
-        h = inp[t] + decay[t] * h
-        ys.append((c[t][..., None] * h).sum(1))  # C_t . h_t: [B, D]
-    y = torch.stack(ys)
+    _, _, _, states = _chunk_states(h0, x, delta, at, b, softplus)
+    y = torch.stack([(c[t][..., None] * h).sum(1) for t, h in enumerate(states)])  # C_t . h_t: [n, B, D]
+    h = states[-1]
     if D is not None:
         y = y + D * x
     if z is not None:
@@ -325,14 +336,7 @@ def _chunk_backward(h0: Tensor, x: Tensor, delta: Tensor, at: Tensor, b: Tensor,
     gradient of the chunk. Returns ``(gx, gdelta, gb, gc, gat, gD, gz, carry_out)``.
     """
     n = x.shape[0]
-    dt = F.softplus(delta) if softplus else delta
-    decay = torch.exp(dt[:, :, None, :] * at)
-    v = dt * x
-    inp = b[..., None] * v[:, :, None, :]
-    h, states = h0, []
-    for t in range(n):
-        h = inp[t] + decay[t] * h
-        states.append(h)
+    dt, decay, v, states = _chunk_states(h0, x, delta, at, b, softplus)
     hs = torch.stack(states)  # [n, B, N, D]
     gy, gz = gout, None
     if z is not None:  # out = y * silu(z)
@@ -420,6 +424,11 @@ class _FusedChunks:
         cls.failed = f"{type(exc).__name__}: {first_line}"
         warnings.warn(f"the fused Mamba scan could not be compiled ({cls.failed[:200]}); using the eager "
                       "chunked scan (same results, slower). Install a C++ compiler to fuse it.", stacklevel=3)
+
+
+def fused_scan_failure() -> str | None:
+    """Why the chunked scan runs its chunks uncompiled in this process (``None``: it does not)."""
+    return _FusedChunks.failed
 
 
 def _fused_bounds(length: int, chunk_size: int) -> list[tuple[int, int]]:
