@@ -441,7 +441,8 @@ def run_suite(
             images=data.images, x_num=prep.tab.x_num, x_cat=prep.tab.x_cat,
             train_idx=prep.train if data.image_available is None else prep.train[data.image_available[prep.train]],
             image_spec=image_spec, tabular_spec=tab_spec, cfg=pcfg, seed=PRETRAIN_SEED,
-            data_checksum=prov["checksum"], device=dev, progress=pbar, heldout_idx=prep.val, image_from=image_from)
+            data_checksum=prov["checksum"], device=dev, progress=pbar, heldout_idx=prep.val, image_from=image_from,
+            labels=data.y, n_classes=data.n_classes if data.task != "binary" else 2)
         pbar.close()
         return out_
 
@@ -459,6 +460,10 @@ def run_suite(
              f"held-out ITC {shown['itc_init']} -> {shown['itc']} (chance ln B {shown['chance_itc']}), top-1 retrieval "
              f"{shown['top1_init']} -> {shown['top1']} (chance 1/B {_num(ho.get('chance_top1'), '.4f')})"
              + ("" if ho.get("learned") else " — ENCODERS NOT TRAINED (short of ln B - 0.5 and 5/B, or too few held-out pairs)"))
+        rec = pinfo.get("reconstruction")
+        if rec:
+            _say(f"[bench]   held-out table reconstruction: numeric R^2 {_num(rec.get('numeric_r2'))} (chance 0), "
+                 f"categorical accuracy {_num(rec.get('categorical_accuracy'))} (majority {_num(rec.get('categorical_majority'))})")
         torch.manual_seed(PRETRAIN_SEED)  # the exact starting point of pretraining, for the random-init probes
         init_img, init_tab = image_spec.build().to(dev), tab_spec.build().to(dev)
         if hasattr(init_tab, "tokens_needed"):

@@ -136,6 +136,135 @@ def learned(heldout: dict) -> bool:
     return heldout["itc"] <= math.log(b) - ITC_MARGIN or heldout["top1"] >= TOP1_FACTOR / b
 
 
+class SupervisedHeads(nn.Module):
+    """The optional supervised term of pretraining (``pretrain.supervised``), on training labels only.
+
+    ``image`` / ``tabular``: a linear head on one encoder's pooled features; ``joint``: a one-hidden-layer
+    MLP on both pooled features together, which can express an image x table interaction. Their loss
+    (class-balanced BCE, or cross-entropy for several classes) is added to the ITC loss with ``weight``.
+    NOTE[DIFF]: AMF-MedIT pretrains without labels (3.1, eq. 11); a few CPU epochs of ITC alone leave
+    features that keep what the two modalities share and drop what only one shows (the ``cpu`` budget's
+    published probes), so the ``cpu`` budget adds this warm-up. The heads are discarded afterwards; no
+    validation or test label is ever seen (the held-out measure below only reads validation labels).
+    """
+
+    KINDS = ("image", "tabular", "joint")
+
+    def __init__(self, d_img: int, d_tab: int, n_out: int, heads, hidden: int = 128):
+        super().__init__()
+        unknown = sorted(set(heads) - set(self.KINDS))
+        if unknown or not heads:
+            raise ValueError(f"pretrain.supervised.heads {list(heads)}: use one or more of {list(self.KINDS)}")
+        self.n_out = n_out
+        dims = {"image": d_img, "tabular": d_tab}
+        self.heads = nn.ModuleDict({k: nn.Linear(dims[k], n_out) for k in heads if k != "joint"})
+        if "joint" in heads:
+            self.heads["joint"] = nn.Sequential(nn.Linear(d_img + d_tab, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+
+    def forward(self, h_img: Tensor, h_tab: Tensor) -> dict[str, Tensor]:
+        inputs = {"image": h_img, "tabular": h_tab, "joint": torch.cat([h_img, h_tab], dim=1)}
+        return {k: head(inputs[k]) for k, head in self.heads.items()}
+
+    def loss(self, h_img: Tensor, h_tab: Tensor, y: Tensor, pos_weight: Tensor | None) -> Tensor:
+        outs = self(h_img, h_tab)
+        if self.n_out == 1:
+            terms = [F.binary_cross_entropy_with_logits(o[:, 0], y.float(), pos_weight=pos_weight) for o in outs.values()]
+        else:
+            terms = [F.cross_entropy(o, y.long()) for o in outs.values()]
+        return torch.stack(terms).mean()
+
+
+class TabularDecoder(nn.Module):
+    """Denoising reconstruction of the clean table from the tabular encoder's pooled features
+    (``pretrain.reconstruct``): MSE over the numeric columns plus the mean cross-entropy of the categorical ones.
+
+    NOTE[DIFF]: not in AMF-MedIT (3.1 pretrains with ITC alone). The ITC loss rewards only what the image
+    also shows, so a table-only fact (the replica's ``s``, one ATC column) fades from the pooled features
+    and no fusion head can use it; reconstructing the uncorrupted row from the corrupted one keeps it, as
+    masked tabular reconstruction does beside ITC in TIP (Du et al., ECCV 2024) and feature estimation in
+    VIME (Yoon et al., NeurIPS 2020). The decoder is discarded after pretraining.
+    """
+
+    def __init__(self, d_tab: int, n_num: int, cardinalities: list[int]):
+        super().__init__()
+        self.num = nn.Linear(d_tab, n_num) if n_num else None
+        self.cat = nn.ModuleList([nn.Linear(d_tab, c) for c in cardinalities])
+
+    def loss(self, h_tab: Tensor, x_num: Tensor, x_cat: Tensor) -> Tensor:
+        terms = []
+        if self.num is not None:
+            terms.append(F.mse_loss(self.num(h_tab), x_num))
+        if len(self.cat):
+            terms.append(torch.stack([F.cross_entropy(head(h_tab), x_cat[:, j].long())
+                                      for j, head in enumerate(self.cat)]).mean())
+        return torch.stack(terms).sum()
+
+
+@torch.no_grad()
+def heldout_reconstruction(decoder: TabularDecoder, tab_enc: nn.Module, x_num: np.ndarray, x_cat: np.ndarray,
+                           train_idx: np.ndarray, rows: np.ndarray, device, batch_size: int = 512) -> dict:
+    """Held-out reconstruction of clean validation rows: the numeric columns' R^2 (chance: 0, what the
+    training mean gives) and the categorical columns' accuracy beside the majority class's."""
+    was = [m.training for m in (tab_enc, decoder)]
+    tab_enc.eval()
+    decoder.eval()
+    num_pred, cat_pred = [], []
+    for start in range(0, len(rows), batch_size):
+        idx = rows[start:start + batch_size]
+        xc = torch.as_tensor(x_cat[idx]).to(device)
+        h = tab_enc(torch.as_tensor(x_num[idx]).to(device), xc if xc.shape[1] else None).pooled
+        if decoder.num is not None:
+            num_pred.append(decoder.num(h).cpu().numpy())
+        cat_pred.append(np.stack([head(h).argmax(1).cpu().numpy() for head in decoder.cat], 1) if len(decoder.cat)
+                        else np.zeros((len(idx), 0), dtype=np.int64))
+    for m, w in zip((tab_enc, decoder), was, strict=True):
+        m.train(w)
+    res: dict = {"split": "validation", "rows": int(len(rows))}
+    if num_pred:
+        pred, true = np.concatenate(num_pred), x_num[rows]
+        base = ((true - x_num[train_idx].mean(0)) ** 2).sum()
+        res["numeric_r2"] = float(1 - ((pred - true) ** 2).sum() / max(base, 1e-12))
+    if len(decoder.cat):
+        pred, true = np.concatenate(cat_pred), x_cat[rows]
+        major = np.array([np.bincount(x_cat[train_idx, j].astype(int)).argmax() for j in range(true.shape[1])])
+        res["categorical_accuracy"] = float((pred == true).mean())
+        res["categorical_majority"] = float((true == major).mean())
+    return res
+
+
+@torch.no_grad()
+def heldout_supervised(heads: SupervisedHeads, img_enc: nn.Module, tab_enc: nn.Module, images, x_num: np.ndarray,
+                       x_cat: np.ndarray, y: np.ndarray, rows: np.ndarray, device, batch_size: int = 256) -> dict:
+    """Each supervised head's held-out metric (validation rows): AUC for a binary label (chance 0.5), else
+    accuracy (chance: the majority class's share)."""
+    from sklearn.metrics import roc_auc_score
+
+    was = [m.training for m in (img_enc, tab_enc, heads)]
+    for m in (img_enc, tab_enc, heads):
+        m.eval()
+    outs: dict[str, list] = {k: [] for k in heads.heads}
+    for start in range(0, len(rows), batch_size):
+        idx = rows[start:start + batch_size]
+        xc = torch.as_tensor(x_cat[idx]).to(device)
+        h_img = img_enc(torch.as_tensor(np.asarray(images[idx], dtype=np.float32)).to(device)).pooled
+        h_tab = tab_enc(torch.as_tensor(x_num[idx]).to(device), xc if xc.shape[1] else None).pooled
+        for k, o in heads(h_img, h_tab).items():
+            outs[k].append(o.cpu().numpy())
+    for m, w in zip((img_enc, tab_enc, heads), was, strict=True):
+        m.train(w)
+    yv = np.asarray(y)[rows]
+    res: dict = {"split": "validation", "rows": int(len(rows))}
+    for k, parts in outs.items():
+        o = np.concatenate(parts)
+        if heads.n_out == 1:
+            res[k] = float(roc_auc_score(yv, o[:, 0])) if len(np.unique(yv)) == 2 else None
+        else:
+            res[k] = float((o.argmax(1) == yv).mean())
+    res["metric"] = "auc" if heads.n_out == 1 else "accuracy"
+    res["chance"] = 0.5 if heads.n_out == 1 else float(np.bincount(yv.astype(int)).max() / max(1, len(yv)))
+    return res
+
+
 @dataclass
 class SharedImage:
     """A pretrained image encoder and its projection head, kept fixed while another tabular encoder is
@@ -179,6 +308,8 @@ def pretrain_pair(
     progress=None,
     heldout_idx: np.ndarray | None = None,
     image_from: SharedImage | None = None,
+    labels: np.ndarray | None = None,
+    n_classes: int = 2,
 ) -> tuple[nn.Module, nn.Module, dict]:
     """Return (image_encoder, tabular_encoder, info) after ITC pretraining, loading from cache if present.
 
@@ -191,6 +322,9 @@ def pretrain_pair(
     encoder and its head learn, against the un-augmented image embeddings, computed once.
     NOTE[DIFF]: AMF-MedIT pretrains every pair jointly; sharing one image encoder between the pairs (the
     ``cpu`` budget) saves the image encoder's forward and backward passes for every pair but the anchor.
+
+    ``cfg["supervised"]`` (``{weight, heads}``) adds :class:`SupervisedHeads`' loss on the training rows'
+    ``labels`` (``n_classes`` 2: one logit); ``info["supervised"]`` then holds the heads' held-out metrics.
     """
     path = pretrain_cache_path(data_checksum, image_spec, tabular_spec, cfg, seed, heldout=heldout_idx is not None,
                                image_from=None if image_from is None else image_from.key)
@@ -212,7 +346,24 @@ def pretrain_pair(
         head_img.load_state_dict(image_from.head.state_dict())
         for p in (*img_enc.parameters(), *head_img.parameters()):
             p.requires_grad_(False)
-    modules = nn.ModuleList([img_enc, tab_enc, head_img, head_tab]).to(device)
+    sup_cfg = cfg.get("supervised") or None
+    sup = pos_weight = y_all = None
+    if sup_cfg:
+        if labels is None:
+            raise ValueError("pretrain.supervised needs the labels of the training rows")
+        n_out = 1 if n_classes == 2 else n_classes
+        sup = SupervisedHeads(img_enc.d_out, tab_enc.d_out, n_out, list(sup_cfg.get("heads", ["image", "tabular"])))
+        y_all = torch.as_tensor(np.asarray(labels))
+        if n_out == 1:  # class-balanced: the rare positives weigh as much as the negatives in total
+            n_pos = float(y_all[torch.as_tensor(train_idx)].sum())
+            pos_weight = torch.tensor((len(train_idx) - n_pos) / max(n_pos, 1.0), device=device)
+    rec_cfg = cfg.get("reconstruct") or None
+    decoder = None
+    if rec_cfg:
+        decoder = TabularDecoder(tab_enc.d_out, x_num.shape[1],
+                                 [int(x_cat[:, j].max()) + 1 for j in range(x_cat.shape[1])])
+    extra = [m for m in (sup, decoder) if m is not None]
+    modules = nn.ModuleList([img_enc, tab_enc, head_img, head_tab, *extra]).to(device)
     opt = torch.optim.Adam([p for p in modules.parameters() if p.requires_grad], lr=float(cfg["lr"]),
                            weight_decay=float(cfg.get("weight_decay", 0)))
     temperature = float(cfg.get("temperature", 0.1))
@@ -238,16 +389,19 @@ def pretrain_pair(
     pool_cat = torch.as_tensor(x_cat[pool])
     epochs = int(cfg["epochs"])
     losses = []
-    z_fixed = None
+    z_fixed = h_fixed = None
     if image_from is None:
         modules.train()
-    else:  # the fixed image side (eval mode): every pool row's projection, once, without augmentation
+    else:  # the fixed image side (eval mode): every pool row's features and projection, once, without augmentation
         modules.eval()
         with torch.no_grad():
-            z_fixed = torch.cat([head_img(img_enc(torch.as_tensor(np.asarray(images[pool[i:i + 256]], dtype=np.float32))
-                                                  .to(device)).pooled) for i in range(0, len(pool), 256)])
+            h_fixed = torch.cat([img_enc(torch.as_tensor(np.asarray(images[pool[i:i + 256]], dtype=np.float32))
+                                         .to(device)).pooled for i in range(0, len(pool), 256)])
+            z_fixed = head_img(h_fixed)
         tab_enc.train()
         head_tab.train()
+        for m in extra:
+            m.train()
     for epoch in range(epochs):
         order = rng.permutation(len(pool))
         for start in range(0, len(order) - 1, bs):
@@ -258,12 +412,20 @@ def pretrain_pair(
             xn, xc = corrupt_tabular(pool_num[sel], pool_cat[sel], pool_num, pool_cat, gen)
             xn, xc = xn.to(device), xc.to(device)
             if z_fixed is not None:
-                z_img = z_fixed[torch.as_tensor(sel, device=z_fixed.device)]
+                rows_t = torch.as_tensor(sel, device=z_fixed.device)
+                h_img, z_img = h_fixed[rows_t], z_fixed[rows_t]
             else:
                 img = augment_images(torch.as_tensor(np.asarray(images[idx])), gen).to(device)
-                z_img = head_img(img_enc(img).pooled)
-            z_tab = head_tab(tab_enc(xn, xc if xc.shape[1] else None).pooled)
+                h_img = img_enc(img).pooled
+                z_img = head_img(h_img)
+            h_tab = tab_enc(xn, xc if xc.shape[1] else None).pooled
+            z_tab = head_tab(h_tab)
             loss = itc_loss(z_img, z_tab, temperature)
+            if sup is not None:
+                loss = loss + float(sup_cfg.get("weight", 1.0)) * sup.loss(h_img, h_tab, y_all[idx].to(device), pos_weight)
+            if decoder is not None:  # the clean row, from the corrupted one's features
+                loss = loss + float(rec_cfg.get("weight", 1.0)) * decoder.loss(h_tab, pool_num[sel].to(device),
+                                                                               pool_cat[sel].to(device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"contrastive pretraining diverged (ITC loss {loss.item()}) at epoch {epoch}; "
                                          "lower pretrain.lr in the budget")
@@ -293,6 +455,14 @@ def pretrain_pair(
         heldout.update(itc=after["itc"], top1=after["top1"], batches=after["batches"])
         heldout["learned"] = learned(heldout)
         info["heldout"] = heldout
+        if decoder is not None:
+            info["reconstruction"] = {"weight": float(rec_cfg.get("weight", 1.0)),
+                                      **heldout_reconstruction(decoder, tab_enc, x_num, x_cat, train_idx, heldout_idx,
+                                                               device)}
+        if sup is not None:
+            info["supervised"] = {"weight": float(sup_cfg.get("weight", 1.0)), "heads": list(sup.heads),
+                                  **heldout_supervised(sup, img_enc, tab_enc, images, x_num, x_cat, labels, heldout_idx,
+                                                       device)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")  # several suites may share one cache
     cpu_state = {k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
