@@ -49,6 +49,16 @@ def _out_path(value: str) -> Path:
     return Path(value)
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 1; e.g. 2")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="Benchmark harness for image + tabular (EHR) fusion.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -83,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
                      help="log every run to MLflow (optional extra): parameters, per-epoch validation metric, final "
                           "metrics, report and predictions; default store sqlite:///<out>/mlflow.db")
+    run.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                     help="fit the seeds of each method in N forked processes, the torch threads divided between "
+                          "them (default 1: one after another in this process; see the README for measured speeds)")
     run.add_argument("--backend", choices=["optuna", "ray"], default="optuna",
                      help="hyper-parameter search: optuna (this machine, default) | ray (a Ray cluster; pip install -e '.[ray]')")
     run.add_argument("--ray-address", help="Ray cluster to join, e.g. 10.0.0.5:6379 (default: $RAY_ADDRESS, else a local Ray)")
@@ -257,7 +270,7 @@ def _cmd_run(args) -> int:
             result = run_suite(suite, out=args.out, data_root=args.data_root, force=args.force,
                                progress=not args.no_progress, device=args.device, backend=args.backend,
                                storage=args.storage, ray_address=args.ray_address, dataset=args.dataset,
-                               hooks=hooks)
+                               hooks=hooks, workers=args.workers)
             plan = planned_specs(suite)  # real missing images found on load turn fusions into imputation variants
         except BenchError as exc:  # e.g. no run finished, so there is no leaderboard: still count them
             counts = _run_counts(args.out, plan, before)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from bench.api import FusionDims, FusionOutput, MultimodalModel, zero_missing
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
+from bench.executor import process_info, run_fits
 from bench.fingerprint import planned_specs, reconcile, run_fingerprint, search_stem
 from bench.hooks import HookList, RunHooks
 from bench.importance import ig_importance
@@ -348,11 +349,13 @@ def run_suite(
     ray_address: str | None = None,
     dataset: str | None = None,
     hooks: Sequence[RunHooks] = (),
+    workers: int = 1,
 ) -> SuiteResult:
     """Run every method of ``suite``; searches go to ``backend`` (optuna | ray), kept in ``storage``.
 
     ``hooks``: :class:`bench.hooks.RunHooks` told when each run starts, after each of its epochs, when
-    it ends or fails (e.g. :class:`bench.mlflow_hooks.MLflowHooks`).
+    it ends or fails (e.g. :class:`bench.mlflow_hooks.MLflowHooks`). ``workers`` > 1: the seeds' final
+    fits run in that many forked processes, the torch threads divided between them (:mod:`bench.executor`).
     """
     hooks = HookList(hooks)
     t_start = time.perf_counter()
@@ -424,6 +427,12 @@ def run_suite(
         return RunSpec(suite.name, setting, image_label, tab_name, label, strategy, seed)
 
     shared: list = []  # pretrain.image_encoder: shared -> [SharedImage] once the anchor pair is pretrained
+
+    def record_failed(sp: RunSpec, exc: BaseException, run_hooks: RunHooks) -> None:
+        """A fit that raised (a broken plug-in, a NaN loss, out of memory): recorded; the suite goes on."""
+        reason = record_failure(run_dir(out, sp), sp, exc)
+        run_hooks.run_failed(sp, reason, run_dir(out, sp))
+        _say(f"[bench] run {sp.run_id} failed: {reason}")
 
     def pretrain(tab_spec: EncoderSpec, tab_name: str):
         """Pretrain (or load) one pair; with a shared image encoder, the anchor pair first (AMF-MedIT 3.1)."""
@@ -582,15 +591,10 @@ def run_suite(
                         bar.update(len(todo))
                         continue
                     bar.set_postfix_str(f"{tab_name}/{label}/{strategy}/{setting_name}")
-                    for sp in todo:
-                        try:
-                            _final_run(ctx, sp, best, search_info, suite, prov, env, profiles[key], pinfo, probes, warm,
-                                       hooks)
-                        except Exception as exc:  # a broken plug-in, a NaN loss, out of memory: record, go on
-                            reason = record_failure(run_dir(out, sp), sp, exc)
-                            hooks.run_failed(sp, reason, run_dir(out, sp))
-                            _say(f"[bench] run {sp.run_id} failed: {reason}")
-                        bar.update(1)
+                    # the seeds' final fits: in this process, or in --workers forked processes (bench.executor)
+                    fit_one = _fit_with(ctx, best, search_info, suite, prov, env, profiles[key], pinfo, probes, warm)
+                    run_fits(todo, fit_one, workers=workers, hooks=hooks, on_error=record_failed,
+                             run_dir_of=lambda sp: run_dir(out, sp), on_done=lambda _sp: bar.update(1))
     bar.close()
     hooks.close()
     from bench.leaderboard import write_leaderboard
@@ -599,6 +603,11 @@ def run_suite(
     reports = load_reports(suite_dir, run_ids=plan_ids)
     write_leaderboard(suite_dir, expected_seeds=suite.seeds, run_ids=plan_ids)
     return SuiteResult(suite_dir, reports, time.perf_counter() - t_start, plan_ids)
+
+
+def _fit_with(ctx: _RunContext, *args):
+    """``fit(spec, hooks)`` for :func:`bench.executor.run_fits`: :func:`_final_run` with the rest bound."""
+    return lambda sp, run_hooks: _final_run(ctx, sp, *args, run_hooks)
 
 
 def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, suite: Suite, prov: dict, env: dict,
@@ -675,7 +684,7 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
                   "protocol": ctx.describe(), "warm_start": "frozen head of the same seed" if warm else "none",
                   "kind": getattr(get("fusion", parse_variant(sp.fusion)[0]), "role", "fusion"),
                   "logit_offset_removed": offset, **encoder_change},
-        environment=env, sweep=sweep)
+        environment={**env, **process_info()}, sweep=sweep)
     write_run(rd, report, {"spec": sp.__dict__, "hyperparameters": report.hyperparameters,
                            "budget": suite.budget, "loss": suite.loss}, arrays,
               fingerprint=run_fingerprint(suite, prov, sp))
