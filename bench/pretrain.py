@@ -10,6 +10,7 @@ them, so a suite pretrains once per (dataset, encoder pair, budget).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -98,6 +99,19 @@ ITC_MARGIN = 0.5
 TOP1_FACTOR = 5.0
 
 
+@contextlib.contextmanager
+def _eval_mode(*modules: nn.Module):
+    """Every module in eval mode for the block, then back to the mode it had (the held-out measures)."""
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, w in zip(modules, was, strict=True):
+            m.train(w)
+
+
 @torch.no_grad()
 def heldout_contrastive(img_enc: nn.Module, tab_enc: nn.Module, head_img: nn.Module, head_tab: nn.Module,
                         images, x_num: np.ndarray, x_cat: np.ndarray, rows: np.ndarray, batch_size: int,
@@ -108,21 +122,17 @@ def heldout_contrastive(img_enc: nn.Module, tab_enc: nn.Module, head_img: nn.Mod
     without augmentation; returns the mean ITC loss (chance: ln B, what identical embeddings give) and
     image→table top-1 retrieval within a batch (chance: 1/B).
     """
-    was = [m.training for m in (img_enc, tab_enc, head_img, head_tab)]
-    for m in (img_enc, tab_enc, head_img, head_tab):
-        m.eval()
     n_full = (len(rows) // batch_size) * batch_size
     losses, hits = [], []
-    for start in range(0, n_full, batch_size):
-        idx = rows[start : start + batch_size]
-        xc = torch.as_tensor(x_cat[idx]).to(device)
-        z_img = head_img(img_enc(torch.as_tensor(np.asarray(images[idx], dtype=np.float32)).to(device)).pooled)
-        z_tab = head_tab(tab_enc(torch.as_tensor(x_num[idx]).to(device), xc if xc.shape[1] else None).pooled)
-        losses.append(itc_loss(z_img, z_tab, temperature).item())
-        sim = F.normalize(z_img, dim=-1) @ F.normalize(z_tab, dim=-1).T
-        hits.append((sim.argmax(1).cpu() == torch.arange(len(idx))).float().mean().item())
-    for m, w in zip((img_enc, tab_enc, head_img, head_tab), was, strict=True):
-        m.train(w)
+    with _eval_mode(img_enc, tab_enc, head_img, head_tab):
+        for start in range(0, n_full, batch_size):
+            idx = rows[start : start + batch_size]
+            xc = torch.as_tensor(x_cat[idx]).to(device)
+            z_img = head_img(img_enc(torch.as_tensor(np.asarray(images[idx], dtype=np.float32)).to(device)).pooled)
+            z_tab = head_tab(tab_enc(torch.as_tensor(x_num[idx]).to(device), xc if xc.shape[1] else None).pooled)
+            losses.append(itc_loss(z_img, z_tab, temperature).item())
+            sim = F.normalize(z_img, dim=-1) @ F.normalize(z_tab, dim=-1).T
+            hits.append((sim.argmax(1).cpu() == torch.arange(len(idx))).float().mean().item())
     if not losses:
         return {"itc": None, "top1": None, "batches": 0}
     return {"itc": float(np.mean(losses)), "top1": float(np.mean(hits)), "batches": len(losses)}
@@ -205,20 +215,16 @@ def heldout_reconstruction(decoder: TabularDecoder, tab_enc: nn.Module, x_num: n
                            train_idx: np.ndarray, rows: np.ndarray, device, batch_size: int = 512) -> dict:
     """Held-out reconstruction of clean validation rows: the numeric columns' R^2 (chance: 0, what the
     training mean gives) and the categorical columns' accuracy beside the majority class's."""
-    was = [m.training for m in (tab_enc, decoder)]
-    tab_enc.eval()
-    decoder.eval()
     num_pred, cat_pred = [], []
-    for start in range(0, len(rows), batch_size):
-        idx = rows[start:start + batch_size]
-        xc = torch.as_tensor(x_cat[idx]).to(device)
-        h = tab_enc(torch.as_tensor(x_num[idx]).to(device), xc if xc.shape[1] else None).pooled
-        if decoder.num is not None:
-            num_pred.append(decoder.num(h).cpu().numpy())
-        cat_pred.append(np.stack([head(h).argmax(1).cpu().numpy() for head in decoder.cat], 1) if len(decoder.cat)
-                        else np.zeros((len(idx), 0), dtype=np.int64))
-    for m, w in zip((tab_enc, decoder), was, strict=True):
-        m.train(w)
+    with _eval_mode(tab_enc, decoder):
+        for start in range(0, len(rows), batch_size):
+            idx = rows[start:start + batch_size]
+            xc = torch.as_tensor(x_cat[idx]).to(device)
+            h = tab_enc(torch.as_tensor(x_num[idx]).to(device), xc if xc.shape[1] else None).pooled
+            if decoder.num is not None:
+                num_pred.append(decoder.num(h).cpu().numpy())
+            cat_pred.append(np.stack([head(h).argmax(1).cpu().numpy() for head in decoder.cat], 1)
+                            if len(decoder.cat) else np.zeros((len(idx), 0), dtype=np.int64))
     res: dict = {"split": "validation", "rows": int(len(rows))}
     if num_pred:
         pred, true = np.concatenate(num_pred), x_num[rows]
@@ -237,27 +243,23 @@ def heldout_supervised(heads: SupervisedHeads, img_enc: nn.Module, tab_enc: nn.M
                        x_cat: np.ndarray, y: np.ndarray, rows: np.ndarray, device, batch_size: int = 256) -> dict:
     """Each supervised head's held-out metric (validation rows): AUC for a binary label (chance 0.5), else
     accuracy (chance: the majority class's share)."""
-    from sklearn.metrics import roc_auc_score
+    from bench.metrics import auc
 
-    was = [m.training for m in (img_enc, tab_enc, heads)]
-    for m in (img_enc, tab_enc, heads):
-        m.eval()
     outs: dict[str, list] = {k: [] for k in heads.heads}
-    for start in range(0, len(rows), batch_size):
-        idx = rows[start:start + batch_size]
-        xc = torch.as_tensor(x_cat[idx]).to(device)
-        h_img = img_enc(torch.as_tensor(np.asarray(images[idx], dtype=np.float32)).to(device)).pooled
-        h_tab = tab_enc(torch.as_tensor(x_num[idx]).to(device), xc if xc.shape[1] else None).pooled
-        for k, o in heads(h_img, h_tab).items():
-            outs[k].append(o.cpu().numpy())
-    for m, w in zip((img_enc, tab_enc, heads), was, strict=True):
-        m.train(w)
+    with _eval_mode(img_enc, tab_enc, heads):
+        for start in range(0, len(rows), batch_size):
+            idx = rows[start:start + batch_size]
+            xc = torch.as_tensor(x_cat[idx]).to(device)
+            h_img = img_enc(torch.as_tensor(np.asarray(images[idx], dtype=np.float32)).to(device)).pooled
+            h_tab = tab_enc(torch.as_tensor(x_num[idx]).to(device), xc if xc.shape[1] else None).pooled
+            for k, o in heads(h_img, h_tab).items():
+                outs[k].append(o.cpu().numpy())
     yv = np.asarray(y)[rows]
     res: dict = {"split": "validation", "rows": int(len(rows))}
     for k, parts in outs.items():
         o = np.concatenate(parts)
         if heads.n_out == 1:
-            res[k] = float(roc_auc_score(yv, o[:, 0])) if len(np.unique(yv)) == 2 else None
+            res[k] = float(auc(yv, o[:, 0])) if len(np.unique(yv)) == 2 else None
         else:
             res[k] = float((o.argmax(1) == yv).mean())
     res["metric"] = "auc" if heads.n_out == 1 else "accuracy"
