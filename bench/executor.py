@@ -1,4 +1,4 @@
-"""Where a suite's final fits run: one after another in this process, or in ``--workers N`` forked processes.
+"""Where a suite's final fits and pretrainings run: this process, ``--workers N`` forked processes, or Ray.
 
 The expensive, embarrassingly parallel part of a suite is the final fit of each seed (frozen heads, then
 the trainable runs that warm-start from them). :func:`run_fits` runs one batch of such fits — the seeds
@@ -15,6 +15,15 @@ A fit that raises is recorded as failed by the child itself; a child that dies w
 (killed, out of memory) is recorded as failed here, and the other fits go on. Results equal a sequential
 execution of the same fits with the same threads per fit and the same seeds. ``fork`` exists on Linux
 and macOS only; elsewhere the fits run in this process.
+
+With ``--backend ray`` (:class:`RayPlacement`) each fit is a Ray task with declared resources (CPUs, GPUs)
+anywhere on the cluster, and so is each encoder pair's contrastive pretraining (:func:`pretrain_on_ray`).
+A task writes into a scratch folder on its node and returns the files; this process writes them into
+``--out`` (and the pretraining checkpoint into its cache), so the nodes need no shared file system and
+nothing half-written ever lands in a run directory. Files a fit reads from ``--out`` (the frozen head a
+trainable run warm-starts from) travel with the task. A task whose worker or node dies is retried by Ray
+(``max_retries``); finished runs are already written and are never lost. Each report names the host,
+process and Ray node its fit ran on.
 """
 
 from __future__ import annotations
@@ -22,8 +31,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import socket
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +44,7 @@ import torch
 from bench.hooks import RunHooks
 from bench.results import FAILED, RunSpec
 
-__all__ = ["default_threads", "fork_available", "process_info", "run_fits"]
+__all__ = ["RayPlacement", "default_threads", "fork_available", "pretrain_on_ray", "process_info", "run_fits"]
 
 Fit = Callable[[RunSpec, RunHooks], None]
 OnError = Callable[[RunSpec, BaseException, RunHooks], None]
@@ -43,8 +55,21 @@ def fork_available() -> bool:
 
 
 def process_info() -> dict[str, Any]:
-    """Where a fit ran, for its report: host, process id and the torch threads it had."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "torch_threads": torch.get_num_threads()}
+    """Where a fit ran, for its report: host, process id, the torch threads it had and, on Ray, the node."""
+    info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "torch_threads": torch.get_num_threads()}
+    node = ray_node_id()
+    if node:
+        info["ray_node_id"] = node
+    return info
+
+
+def ray_node_id() -> str | None:
+    """The Ray node this process runs on, when it is part of a Ray cluster (None otherwise)."""
+    ray = sys.modules.get("ray")
+    try:
+        return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - a Ray without a runtime context: not on a cluster
+        return None
 
 
 def default_threads(workers: int) -> int:
@@ -110,8 +135,16 @@ def _deliver(event: tuple, hooks: RunHooks) -> None:
 
 def run_fits(specs: Sequence[RunSpec], fit: Fit, *, workers: int, hooks: RunHooks, on_error: OnError,
              run_dir_of: Callable[[RunSpec], Path], threads: int | None = None,
-             on_done: Callable[[RunSpec], Any] | None = None) -> None:
-    """Run ``fit(spec, hooks)`` for every spec (see the module docstring); ``on_done`` after each."""
+             on_done: Callable[[RunSpec], Any] | None = None, ray: RayPlacement | None = None) -> None:
+    """Run ``fit(spec, hooks)`` for every spec (see the module docstring); ``on_done`` after each.
+
+    With ``ray``, ``fit`` must also offer ``inputs(spec) -> {path under --out: bytes}`` (the files it
+    reads) and ``relocated(out) -> fit`` (the same fit writing and reading under another folder), as
+    :class:`bench.pipeline.FinalFit` does, and ``run_dir_of(spec)`` must be ``--out``/<suite>/runs/<run id>.
+    """
+    if ray is not None:
+        _run_fits_ray(specs, fit, ray, hooks=hooks, on_error=on_error, run_dir_of=run_dir_of, on_done=on_done)
+        return
     if workers <= 1 or len(specs) <= 1 or not fork_available():
         for sp in specs:
             try:
@@ -152,3 +185,176 @@ def run_fits(specs: Sequence[RunSpec], fit: Fit, *, workers: int, hooks: RunHook
         if running:
             time.sleep(0.02)
     drain()
+
+
+# ---------------------------------------------------------------------------------------------- Ray
+@dataclass(frozen=True)
+class RayPlacement:
+    """What each fit and pretraining asks of the Ray cluster (budget ``cluster``, else ``search.ray``)."""
+
+    address: str | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+    max_retries: int = 2
+
+    @classmethod
+    def from_budget(cls, budget: dict, address: str | None, use_gpu: bool) -> RayPlacement:
+        trial = budget.get("search", {}).get("ray", {})
+        cfg = {**{"cpus_per_task": trial.get("cpus_per_trial", 1), "gpus_per_task": trial.get("gpus_per_trial", 1),
+                  "max_retries": trial.get("max_failures", 2)}, **budget.get("cluster", {})}
+        return cls(address, float(cfg["cpus_per_task"]), float(cfg["gpus_per_task"]) if use_gpu else 0.0,
+                   int(cfg["max_retries"]))
+
+    def remote(self, fn):
+        """``fn`` as a Ray task with these resources (the cluster joined first)."""
+        from bench.search.ray_search import connect, require_ray
+
+        ray = require_ray()
+        connect(self.address)
+        return ray.remote(fn).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
+                                      retry_exceptions=False)
+
+    def threads(self) -> int:
+        return max(1, int(self.cpus))
+
+
+class _Collect(RunHooks):
+    """A Ray task's hooks: the events are kept and returned with the task's result."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def run_start(self, spec, params):
+        self.events.append(("run_start", spec, params))
+
+    def epoch_end(self, spec, epoch, metrics):
+        self.events.append(("epoch_end", spec, epoch, metrics))
+
+    def run_end(self, spec, report, run_dir):
+        self.events.append(("run_end", spec, None))  # this process writes the run; the driver names its folder
+
+
+def _files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _ray_fit(fit, spec: RunSpec, inputs: dict[str, bytes], threads: int) -> dict:
+    """One final fit on a Ray worker, in a scratch ``--out``; returns the run's files and the hook events."""
+    from bench.allocator import keep_freed_memory
+    from bench.results import run_dir
+
+    keep_freed_memory()  # a worker process does not start through bench's command line
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="bench-fit-") as tmp:
+        out = Path(tmp)
+        for rel, blob in inputs.items():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(blob)
+        hooks, error = _Collect(), None
+        try:
+            fit.relocated(out)(spec, hooks)
+        except Exception as exc:  # noqa: BLE001 - recorded by the driver as the local loop records it
+            error = exc
+        files = _files_under(run_dir(out, spec)) if error is None else {}
+    if error is not None:
+        try:  # the exception travels back pickled; one that cannot is sent as its text
+            import pickle
+
+            pickle.dumps(error)
+        except Exception:  # noqa: BLE001
+            error = RuntimeError(f"{type(error).__name__}: {error}")
+    return {"files": files, "events": hooks.events, "error": error}
+
+
+def _write_files(rd: Path, files: dict[str, bytes]) -> None:
+    """A fit's files into its run directory, ``DONE`` last (a crash in between leaves an unfinished run)."""
+    from bench.results import FAILED
+
+    for marker in ("DONE", FAILED):
+        if (rd / marker).exists():
+            (rd / marker).unlink()
+    rd.mkdir(parents=True, exist_ok=True)
+    for rel in sorted(files, key=lambda r: r == "DONE"):
+        dest = rd / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(files[rel])
+        os.replace(tmp, dest)
+
+
+def _run_fits_ray(specs, fit, placement: RayPlacement, *, hooks, on_error, run_dir_of, on_done) -> None:
+    import ray
+
+    task = placement.remote(_ray_fit)
+    fit_ref = ray.put(fit)  # the features and searched settings, sent to the object store once per batch
+    refs = {task.remote(fit_ref, sp, fit.inputs(sp), placement.threads()): sp for sp in specs}
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        sp = refs[ready[0]]
+        try:
+            result = ray.get(ready[0])
+        except Exception as exc:  # noqa: BLE001 - its worker or node died more often than Ray retries
+            on_error(sp, RuntimeError(f"its Ray task failed after {placement.max_retries} retries "
+                                      f"({type(exc).__name__}); run the suite again to redo it"), hooks)
+        else:
+            rd = run_dir_of(sp)
+            if result["error"] is None:
+                _write_files(rd, result["files"])
+            for kind, spec, *rest in result["events"]:
+                _deliver((kind, spec, *(rest if kind != "run_end" else [str(rd)])), hooks)
+            if result["error"] is not None:
+                on_error(sp, result["error"], hooks)
+        if on_done:
+            on_done(sp)
+
+
+def _ray_pretrain(kwargs: dict, threads: int) -> tuple[bytes, dict]:
+    """One pair's contrastive pretraining on a Ray worker, into a scratch cache; returns the checkpoint."""
+    from bench.allocator import keep_freed_memory
+    from bench.pretrain import pretrain_pair
+
+    keep_freed_memory()
+    torch.set_num_threads(threads)
+    before = os.environ.get("BENCH_CACHE")
+    with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as tmp:
+        os.environ["BENCH_CACHE"] = tmp  # never read a stale checkpoint on this node: this task trains
+        try:
+            _, _, info = pretrain_pair(**kwargs)
+            return Path(info["cache_path"]).read_bytes(), process_info()
+        finally:
+            if before is None:
+                os.environ.pop("BENCH_CACHE", None)
+            else:
+                os.environ["BENCH_CACHE"] = before
+
+
+def pretrain_on_ray(jobs: dict[str, tuple[dict, Path]], placement: RayPlacement,
+                    say: Callable[[str], Any] = print) -> dict[str, dict]:
+    """Pretrain several pairs at once on the cluster: ``jobs[name] = (pretrain_pair kwargs, local cache path)``.
+
+    Each checkpoint is written to its local cache path, where :func:`bench.pretrain.pretrain_pair` then
+    finds it; returns where each pair trained. A pair whose task fails raises here, naming it.
+    """
+    import ray
+
+    task = placement.remote(_ray_pretrain)
+    refs = {task.remote({**kw, "progress": None}, placement.threads()): name for name, (kw, _) in jobs.items()}
+    where: dict[str, dict] = {}
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        name = refs[ready[0]]
+        try:
+            blob, info = ray.get(ready[0])
+        except Exception as exc:  # noqa: BLE001
+            raise RuntimeError(f"pretraining {name} on the Ray cluster failed ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        path = jobs[name][1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+        where[name] = info
+        say(f"[bench] pretrained {name} on Ray node {info.get('ray_node_id', '?')[:12]} ({info['host']}, pid {info['pid']})")
+    return where

@@ -36,14 +36,21 @@ from tqdm.auto import tqdm
 from bench.api import FusionDims, FusionOutput, MultimodalModel, zero_missing
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
-from bench.executor import process_info, run_fits
+from bench.executor import RayPlacement, pretrain_on_ray, process_info, run_fits
 from bench.fingerprint import planned_specs, reconcile, run_fingerprint, search_stem
 from bench.hooks import HookList, RunHooks
 from bench.importance import ig_importance
 from bench.imputation import ImputedFusion, parse_variant
 from bench.metrics import evaluate, primary_metric
 from bench.preflight import preflight
-from bench.pretrain import EncoderSpec, cache_root, pretrain_pair, pretrain_steps, shared_image
+from bench.pretrain import (
+    EncoderSpec,
+    cache_root,
+    pretrain_cache_path,
+    pretrain_pair,
+    pretrain_steps,
+    shared_image,
+)
 from bench.protocols import (
     AppliedProtocol,
     Condition,
@@ -356,10 +363,15 @@ def run_suite(
     ``hooks``: :class:`bench.hooks.RunHooks` told when each run starts, after each of its epochs, when
     it ends or fails (e.g. :class:`bench.mlflow_hooks.MLflowHooks`). ``workers`` > 1: the seeds' final
     fits run in that many forked processes, the torch threads divided between them (:mod:`bench.executor`).
+    ``backend`` ray: the searches' trials, the pairs' pretraining and the seeds' final fits are Ray tasks
+    on the cluster (:class:`bench.executor.RayPlacement`); everything else runs here.
     """
     hooks = HookList(hooks)
     t_start = time.perf_counter()
     check_backend(backend, storage, ray_address)
+    if backend == "ray" and workers > 1:
+        raise ConfigError("--workers is for this machine's processes; with --backend ray the fits already spread over "
+                          "the cluster: drop --workers (or use --backend optuna)")
     preflight(suite, out, backend=backend, storage=storage)  # --out, cache, storage, unreadable files: before any data
     dev = resolve_device(device)
     env = environment()
@@ -374,6 +386,7 @@ def run_suite(
         raise ConfigError(f"suite {suite.name!r}: loss {loss.name!r} needs a binary task; {data.provenance.dataset} is {data.task}")
     n_out = 1 if data.task == "binary" else data.n_classes
     budget = suite.budget
+    placement = RayPlacement.from_budget(budget, ray_address, dev.type == "cuda") if backend == "ray" else None
     _say(f"[bench] suite {suite.name} v{suite.version} | budget {suite.budget_name} | data {prov['dataset']} "
          f"({prov['source']}, {prov['version']}, n={data.n}, image {data.image_shape}) | seeds {suite.seeds}")
     variants, refused = suite.fusion_variants()
@@ -434,35 +447,59 @@ def run_suite(
         run_hooks.run_failed(sp, reason, run_dir(out, sp))
         _say(f"[bench] run {sp.run_id} failed: {reason}")
 
-    def pretrain(tab_spec: EncoderSpec, tab_name: str):
-        """Pretrain (or load) one pair; with a shared image encoder, the anchor pair first (AMF-MedIT 3.1)."""
-        pcfg = budget["pretrain"]
-        anchor = pcfg.get("anchor", "mlp")
+    pcfg = budget["pretrain"]
+    anchor = pcfg.get("anchor", "mlp")
+    shares_image = pcfg.get("image_encoder", "per_pair") == "shared"
+
+    def pretrain_job(tab_name: str) -> tuple[dict, Path]:
+        """:func:`pretrain_pair`'s arguments for one pair, and where its checkpoint is cached."""
         image_from = None
-        if pcfg.get("image_encoder", "per_pair") == "shared" and tab_name != anchor:
+        if shares_image and tab_name != anchor:
             if not shared:
-                a_img, _, a_info = pretrain(tabular_encoder_spec(suite, prep, anchor), anchor)
+                a_img, _, a_info = pretrain(anchor)
                 shared.append(shared_image(a_img, a_info, pcfg))
             image_from = shared[0]
-        pbar = tqdm(total=pretrain_steps(len(prep.train), pcfg), desc=f"pretrain {image_label}+{tab_name}", unit="step",
-                    disable=not progress, leave=False, dynamic_ncols=True)
-        out_ = pretrain_pair(
+        tab_spec = tabular_encoder_spec(suite, prep, tab_name)
+        kwargs = dict(
             images=data.images, x_num=prep.tab.x_num, x_cat=prep.tab.x_cat,
             train_idx=prep.train if data.image_available is None else prep.train[data.image_available[prep.train]],
             image_spec=image_spec, tabular_spec=tab_spec, cfg=pcfg, seed=PRETRAIN_SEED,
-            data_checksum=prov["checksum"], device=dev, progress=pbar, heldout_idx=prep.val, image_from=image_from,
+            data_checksum=prov["checksum"], device=dev, heldout_idx=prep.val, image_from=image_from,
             labels=data.y, n_classes=data.n_classes if data.task != "binary" else 2)
+        path = pretrain_cache_path(prov["checksum"], image_spec, tab_spec, pcfg, PRETRAIN_SEED, heldout=True,
+                                   image_from=None if image_from is None else image_from.key)
+        return kwargs, path
+
+    def pretrain(tab_name: str):
+        """Pretrain (or load) one pair; with a shared image encoder, the anchor pair first (AMF-MedIT 3.1).
+        On Ray the pair trains on the cluster and this process loads the checkpoint it sends back."""
+        kwargs, path = pretrain_job(tab_name)
+        if placement is not None and not path.exists():
+            pretrain_on_ray({f"{image_label}+{tab_name}": (kwargs, path)}, placement, say=_say)
+        pbar = tqdm(total=pretrain_steps(len(prep.train), pcfg), desc=f"pretrain {image_label}+{tab_name}", unit="step",
+                    disable=not progress, leave=False, dynamic_ncols=True)
+        out_ = pretrain_pair(**kwargs, progress=pbar)
         pbar.close()
         return out_
 
+    def pending_runs(tab_name: str) -> list[RunSpec]:
+        every = [spec_of(st, tab_name, v[0], s, seed) for st in settings for v in variants
+                 for s in suite.strategies for seed in suite.seeds]
+        return [sp for sp in every if force or not is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp))]
+
+    if placement is not None:  # on Ray, the pairs that still have runs to do pretrain at once, on the cluster
+        todo_pairs = [t for t in suite.tabular_encoders if pending_runs(t)]
+        jobs = {f"{image_label}+{t}": pretrain_job(t) for t in todo_pairs}  # the shared anchor trains first
+        jobs = {name: job for name, job in jobs.items() if not job[1].exists()}
+        if jobs:
+            pretrain_on_ray(jobs, placement, say=_say)
+
     for tab_name in suite.tabular_encoders:
-        pending = [spec_of(st, tab_name, v[0], s, seed) for st in settings for v in variants
-                   for s in suite.strategies for seed in suite.seeds]
-        if not force and all(is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp)) for sp in pending):
-            bar.update(len(pending))  # every run of this encoder pair is finished: nothing to load
-            continue
+        if not pending_runs(tab_name):
+            bar.update(len(settings) * len(variants) * len(suite.strategies) * len(suite.seeds))
+            continue  # every run of this encoder pair is finished: nothing to load
         tab_spec = tabular_encoder_spec(suite, prep, tab_name)
-        img_enc, tab_enc, pinfo = pretrain(tab_spec, tab_name)
+        img_enc, tab_enc, pinfo = pretrain(tab_name)
         ho = pinfo.get("heldout") or {}
         shown = {k: _num(ho.get(k)) for k in ("itc_init", "itc", "chance_itc", "top1_init", "top1")}
         _say(f"[bench] pretrained {image_label}+{tab_name} ({'cache' if pinfo['cached'] else str(pinfo['seconds']) + ' s'}): "
@@ -592,9 +629,9 @@ def run_suite(
                         continue
                     bar.set_postfix_str(f"{tab_name}/{label}/{strategy}/{setting_name}")
                     # the seeds' final fits: in this process, or in --workers forked processes (bench.executor)
-                    fit_one = _fit_with(ctx, best, search_info, suite, prov, env, profiles[key], pinfo, probes, warm)
+                    fit_one = FinalFit(ctx, best, search_info, suite, prov, env, profiles[key], pinfo, probes, warm)
                     run_fits(todo, fit_one, workers=workers, hooks=hooks, on_error=record_failed,
-                             run_dir_of=lambda sp: run_dir(out, sp), on_done=lambda _sp: bar.update(1))
+                             run_dir_of=lambda sp: run_dir(out, sp), on_done=lambda _sp: bar.update(1), ray=placement)
     bar.close()
     hooks.close()
     from bench.leaderboard import write_leaderboard
@@ -605,9 +642,30 @@ def run_suite(
     return SuiteResult(suite_dir, reports, time.perf_counter() - t_start, plan_ids)
 
 
-def _fit_with(ctx: _RunContext, *args):
+class FinalFit:
     """``fit(spec, hooks)`` for :func:`bench.executor.run_fits`: :func:`_final_run` with the rest bound."""
-    return lambda sp, run_hooks: _final_run(ctx, sp, *args, run_hooks)
+
+    def __init__(self, ctx: _RunContext, *args) -> None:
+        self.ctx, self.args = ctx, args
+
+    def __call__(self, sp: RunSpec, hooks: RunHooks) -> None:
+        _final_run(self.ctx, sp, *self.args, hooks)
+
+    def inputs(self, sp: RunSpec) -> dict[str, bytes]:
+        """The files under ``--out`` this seed's fit reads: the frozen head a warm-started run loads."""
+        if self.ctx.warm_from is None:
+            return {}
+        out, frozen = self.ctx.warm_from
+        head = run_dir(out, dataclasses.replace(frozen, seed=sp.seed)) / HEAD_FILE
+        return {str(head.relative_to(out)): head.read_bytes()} if head.exists() else {}
+
+    def relocated(self, out: Path) -> FinalFit:
+        """The same fit, reading its inputs from and writing its run directory under ``out``."""
+        ctx = copy.copy(self.ctx)
+        ctx.out = out
+        if ctx.warm_from is not None:
+            ctx.warm_from = (out, ctx.warm_from[1])
+        return FinalFit(ctx, *self.args)
 
 
 def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, suite: Suite, prov: dict, env: dict,

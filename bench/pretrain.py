@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.executor import process_info
 from bench.registry import get
 
 log = logging.getLogger(__name__)
@@ -450,6 +451,7 @@ def pretrain_pair(
         "steps": len(losses),
         "image_encoder": "joint" if image_from is None else f"shared, fixed (from pair {image_from.key})",
         "image_key": key if image_from is None else image_from.key,  # whose image encoder this pair holds
+        "trained_on": process_info(),  # host, process, threads and (on Ray) node
     }
     if heldout is not None:
         after = heldout_contrastive(img_enc, tab_enc, head_img, head_tab, images, x_num, x_cat, heldout_idx, bs,

@@ -167,6 +167,7 @@ BUDGET_SCHEMA = Map({
                    "ray": Map({"cpus_per_trial": Num(positive=True), "gpus_per_trial": Num(0), "max_failures": Int(0),
                                "max_concurrent_trials": Int(1, null=True), "reuse_actors": Bool()})}),
     "seeds": Int(1),
+    "cluster": Map({"cpus_per_task": Num(positive=True), "gpus_per_task": Num(0), "max_retries": Int(0)}),
     "latency": Map({"warmup": Int(0), "runs": Int(1)}),
     "missingness": Map({"train_rates": List(Num(0, 1), nonempty=True)}),
 })

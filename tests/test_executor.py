@@ -107,3 +107,29 @@ def test_a_suite_with_two_workers_equals_the_sequential_loop_with_one_thread_per
         a = np.load(tmp_path / "seq" / suite.name / "runs" / r.spec.run_id / "predictions.npz")
         b = np.load(tmp_path / "par" / suite.name / "runs" / r.spec.run_id / "predictions.npz")
         assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_ray_placement_reads_the_cluster_budget_else_the_search_settings():
+    from bench.executor import RayPlacement
+
+    assert RayPlacement.from_budget({}, None, use_gpu=False) == RayPlacement(None, 1.0, 0.0, 2)
+    search = {"search": {"ray": {"cpus_per_trial": 2, "gpus_per_trial": 0.5, "max_failures": 1}}}
+    assert RayPlacement.from_budget(search, "h:1", use_gpu=True) == RayPlacement("h:1", 2.0, 0.5, 1)
+    both = {**search, "cluster": {"cpus_per_task": 4, "max_retries": 0}}
+    assert RayPlacement.from_budget(both, None, use_gpu=False) == RayPlacement(None, 4.0, 0.0, 0)
+
+
+def test_a_fit_sent_back_from_a_node_is_written_with_done_last(tmp_path, monkeypatch):
+    import os as os_
+
+    from bench.executor import _write_files
+
+    order = []
+    real = os_.replace
+    monkeypatch.setattr(os_, "replace", lambda a, b: (order.append(os_.path.basename(b)), real(a, b)))
+    rd = tmp_path / "run"
+    rd.mkdir()
+    (rd / "FAILED").write_text("{}")  # an earlier failed attempt is cleared
+    _write_files(rd, {"DONE": b"t\n", "report.json": b"{}", "sub/head.pt": b"x"})
+    assert order[-1] == "DONE" and sorted(order) == ["DONE", "head.pt", "report.json"]
+    assert not (rd / "FAILED").exists() and (rd / "sub" / "head.pt").read_bytes() == b"x"

@@ -1,4 +1,5 @@
-"""A real two-node Ray cluster on loopback runs a small suite's search with ``--backend ray``.
+"""A real two-node Ray cluster on loopback runs small suites with ``--backend ray``: the searches' trials,
+the pairs' pretraining and the seeds' final fits on both nodes, and a node killed mid-suite costs no run.
 
 Two ``ray start`` processes (a head and a worker, one CPU each) form the cluster; the suite is the
 smoke budget of ol3i-incomplete with its search enlarged to a grid of four learning rates, so each
@@ -132,4 +133,63 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     finally:
         for proc in reversed(nodes_started):
             _stop_node(proc)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _reports(suite_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (suite_dir / "runs").glob("*/report.json")
+            if (p.parent / "DONE").exists()}
+
+
+def test_whole_suite_on_the_cluster_survives_a_node_killed_mid_suite(tmp_path):
+    """Pretraining and final fits are Ray tasks on both nodes; the worker node is killed once a few runs are
+    written: those runs stay as they were, the lost tasks are retried on the head, the suite completes."""
+    ray_tmp = tempfile.mkdtemp(prefix="bray")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0",
+           "BENCH_CACHE": str(tmp_path / "cache"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    port = _free_port()
+    address = f"{HOST}:{port}"
+    common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats", f"--node-ip-address={HOST}"]
+    out = tmp_path / "runs"
+    suite_dir = out / "ol3i-incomplete"
+    head = worker = None
+    try:
+        head = _start_node(env, tmp_path / "head.log", "--head", f"--port={port}", f"--temp-dir={ray_tmp}",
+                           "--include-dashboard=false", *common)
+        worker = _start_node(env, tmp_path / "worker.log", f"--address={address}", *common)
+        t0 = time.perf_counter()
+        run = subprocess.Popen(
+            [sys.executable, "-m", "bench", "run", "--suite", "ol3i-incomplete", "--budget", "smoke",
+             "--tabular", "mlp", "ft_transformer", "--fusion", "concat", "amf", "--backend", "ray",
+             "--ray-address", address, "--out", str(out), "--no-progress"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        before: dict[str, bytes] = {}
+        while run.poll() is None and len(before) < 3:  # kill the worker node once three runs are written
+            time.sleep(0.5)
+            before = {p.parent.name: p.read_bytes() for p in (suite_dir / "runs").glob("*/report.json")
+                      if (p.parent / "DONE").exists()}
+        assert run.poll() is None, "the suite ended before the node could be killed:\n" + run.stdout.read()[-3000:]
+        nodes_before = {json.loads(b)["environment"].get("ray_node_id") for b in before.values()}
+        _stop_node(worker)
+        killed_at = time.perf_counter() - t0
+        log, _ = run.communicate(timeout=420)
+        assert run.returncode == 0, log[-4000:]
+        reports = _reports(suite_dir)
+        assert len(reports) == 2 * 2 * 2 * 2 * 2, log[-3000:]  # tabular x fusion x protocol x strategy x seed
+        assert not list((suite_dir / "runs").glob("*/FAILED")), log[-3000:]
+        for run_id, blob in before.items():  # finished before the kill: untouched
+            assert (suite_dir / "runs" / run_id / "report.json").read_bytes() == blob
+        fit_nodes = {r["environment"].get("ray_node_id") for r in reports.values()}
+        pretrained_on = {r["training"]["pretraining"]["trained_on"].get("ray_node_id") for r in reports.values()}
+        assert None not in fit_nodes and None not in pretrained_on
+        assert len(fit_nodes) == 2, f"fits ran on {fit_nodes} (before the kill: {nodes_before})"
+        assert len(pretrained_on) == 2, f"the two pairs pretrained on {pretrained_on}"
+        print(f"killed the worker node {killed_at:.0f} s into the suite ({len(before)} runs written); "
+              f"suite done in {time.perf_counter() - t0:.0f} s")
+    finally:
+        for proc in (worker, head):
+            if proc is not None:
+                _stop_node(proc)
         shutil.rmtree(ray_tmp, ignore_errors=True)
