@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-plugin", help="run the conformance kit on a registered fusion or encoder",
                          epilog=EPILOG_CHECK, formatter_class=argparse.RawDescriptionHelpFormatter)
     chk.add_argument("name", help="registered name, e.g. lmf")
-    chk.add_argument("--kind", choices=["fusion", "tabular_encoder", "image_encoder", "dataset"],
+    chk.add_argument("--kind", choices=["fusion", "tabular_encoder", "image_encoder", "dataset", "metric"],
                      help="needed only when the name is registered under several kinds")
     chk.add_argument("--data-root", help="dataset kind: the folder the adapter reads (else its environment variable)")
 
@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="rebuild results.csv and leaderboard.md from run directories")
     lb.add_argument("suite_dir", type=_out_path, help="e.g. runs/ol3i-incomplete")
     lb.add_argument("--publish", action="store_true", help="also write leaderboards/<suite>.md and .csv")
+    lb.add_argument("--metric", nargs="+", default=[], metavar="NAME",
+                    help="also report these registered metrics (bench list metric), computed from the stored test "
+                         "predictions: finished runs are re-scored without retraining")
     lb.add_argument("--backfill", action="store_true",
                     help="first add to finished runs' reports what the current code writes and older code did not "
                          "(decision-rule accuracies, a reference row's pretraining record), from what each run stored")
@@ -301,11 +304,20 @@ def _cmd_leaderboard(args) -> int:
         if inner:  # the --out folder rather than one of its suites
             raise BenchError(f"{str(args.suite_dir)!r} holds suites, not runs; pass one of "
                              f"{', '.join(str(d) for d in inner[:5])}")
+    if args.metric and args.publish:
+        raise BenchError("--metric is for this rendering only; to publish a metric, name it in the suite's "
+                         "`metrics:` so the published copy re-renders the same (or drop --publish)")
+    if args.metric:
+        from bench.registry import registry
+
+        for name in args.metric:
+            registry("metric").get(name)  # an unknown name: one line with close matches
     if args.backfill:
         from bench.results import backfill_reports
 
         print(f"[bench] {backfill_reports(args.suite_dir)} reports backfilled", file=sys.stderr)
-    path = write_leaderboard(args.suite_dir, publish_to=_repo_leaderboards_dir() if args.publish else None)
+    path = write_leaderboard(args.suite_dir, publish_to=_repo_leaderboards_dir() if args.publish else None,
+                             metrics=args.metric)
     print(path.read_text())
     return 0
 

@@ -1,4 +1,4 @@
-"""Conformance kit: the checks every fusion, tabular encoder and image encoder must pass.
+"""Conformance kit: the checks every fusion, tabular encoder, image encoder and metric must pass.
 
 Used by ``python -m bench check-plugin NAME`` and by the registry-parametrized tests (one test per
 plug-in x check). Each check is a small function ``check(cls) -> CheckResult``; instances are built
@@ -39,7 +39,8 @@ __all__ = [
     "run_checks",
 ]
 
-KINDS = ("fusion", "tabular_encoder", "image_encoder")
+KINDS = ("fusion", "tabular_encoder", "image_encoder", "metric")
+MODEL_KINDS = KINDS[:3]
 BATCH = 6
 #: Fusion inputs: 32-d image features on a 2x2 map, 16-d tabular features (10 tokens when the
 #: fusion reads every tabular token, else the pooled vector as the single token, as the harness does).
@@ -342,10 +343,79 @@ def _check_flops(module: nn.Module, args: tuple) -> str:
 # fusion checks
 
 
-@_check(KINDS, "load")
+@_check(MODEL_KINDS, "load")
 def _load(cls: type) -> str:
     """The registry entry resolves to a class of the right kind."""
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+# --------------------------------------------------------------------------------------------------
+# metric checks: on made-up labels and scores of each task the metric declares
+
+
+def _metric_cases(metric, seed: int = 0) -> dict[str, tuple]:
+    """Per declared task: labels, random logits and logits that rank every sample right."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    cases = {}
+    if "binary" in metric.tasks:
+        y = np.array([0, 1] * 20)
+        rng.shuffle(y)
+        cases["binary"] = (y, rng.normal(size=y.size), np.where(y == 1, 3.0, -3.0))
+    if "multiclass" in metric.tasks:
+        y = np.arange(60) % 6
+        rng.shuffle(y)
+        cases["multiclass"] = (y, rng.normal(size=(y.size, 6)), 6.0 * np.eye(6)[y] - 3.0)
+    return cases
+
+
+@_check("metric", "load")
+def metric_load(metric) -> str:
+    """The registry entry is a :class:`bench.metrics.Metric` for binary and/or multiclass tasks."""
+    from bench.metrics import Metric
+
+    _require(isinstance(metric, Metric), f"registered object is a {type(metric).__name__}, not a bench.metrics.Metric; "
+             "register a function with @register_metric(...)")
+    _require(metric.tasks and set(metric.tasks) <= {"binary", "multiclass"},
+             f"tasks {metric.tasks!r}: declare 'binary' and/or 'multiclass'")
+    return f"{getattr(metric.fn, '__module__', '?')}:{getattr(metric.fn, '__qualname__', metric.name)} ({', '.join(metric.tasks)})"
+
+
+@_check("metric", "finite")
+def metric_finite(metric) -> str:
+    """A finite float on random scores of every declared task."""
+    out = []
+    for task, (y, scores, _) in _metric_cases(metric).items():
+        v = metric(y, scores)
+        _require(isinstance(v, float) and v == v and abs(v) != float("inf"), f"{task}: returned {v!r} on random scores")
+        out.append(f"{task} {v:.4g}")
+    return ", ".join(out)
+
+
+@_check("metric", "order_invariant")
+def metric_order_invariant(metric) -> str:
+    """Shuffling the samples (labels and scores together) does not change the value."""
+    import numpy as np
+
+    for task, (y, scores, _) in _metric_cases(metric).items():
+        perm = np.random.default_rng(1).permutation(len(y))
+        a, b = metric(y, scores), metric(y[perm], scores[perm])
+        _require(abs(a - b) <= 1e-9 * max(1.0, abs(a)), f"{task}: {a!r} before and {b!r} after shuffling the samples")
+    return "same value after shuffling"
+
+
+@_check("metric", "direction")
+def metric_direction(metric) -> str:
+    """Scores that rank every sample right beat the same scores negated, in the declared direction."""
+    out = []
+    for task, (y, _, perfect) in _metric_cases(metric).items():
+        good, bad = metric(y, perfect), metric(y, -perfect)
+        better = good > bad if metric.higher_is_better else good < bad
+        _require(better, f"{task}: perfect scores give {good:.4g}, reversed ones {bad:.4g}, but the metric declares "
+                 f"{'higher' if metric.higher_is_better else 'lower'} is better")
+        out.append(f"{task} {good:.4g} vs {bad:.4g}")
+    return ", ".join(out)
 
 
 @_check("fusion", "contract")

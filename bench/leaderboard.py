@@ -13,6 +13,7 @@ cost–accuracy figure ``<suite>-pareto.png`` (:mod:`bench.plots`).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -28,6 +29,9 @@ from bench.metrics import (
     format_mean_std,
     mean_std,
     pool_seed_predictions,
+)
+from bench.metrics import (
+    metric_label as label_of,
 )
 from bench.results import (
     RESULT_COLUMNS,
@@ -76,7 +80,7 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
     """The leaderboard page; ``statistics`` (from :func:`method_statistics`) adds the Statistics
     section and ``pareto_png`` a link to the cost–accuracy figure."""
     metric = df["metric"].iloc[0]
-    metric_label = {"auc": "AUC (%)", "acc": "top-1 ACC (%)"}.get(metric, metric)
+    metric_label = label_of(metric)
     protocols = list(dict.fromkeys(df["protocol"]))
     strategies = [s for s in ("frozen", "trainable") if s in set(df["strategy"])]
     n_expected = len(expected_seeds) if expected_seeds else int(df.groupby(
@@ -256,6 +260,75 @@ def _num(x: Any) -> float | None:
     return None if x is None or pd.isna(x) else float(x)
 
 
+def add_metric_columns(df: pd.DataFrame, suite_dir: Path, names: Sequence[str]) -> pd.DataFrame:
+    """``df`` with a ``test_<name>`` column per registered metric, computed from each run's stored test
+    predictions (``None`` where a run has none or the metric fails on them), so a metric named after the
+    runs finished re-scores them without retraining."""
+    from bench.metrics import get_metric
+
+    if not names:
+        return df
+    df = df.copy()
+    metrics = [get_metric(n) for n in names]
+    values: dict[str, list] = {m.name: [] for m in metrics}
+    for _, row in df.iterrows():
+        pred = _load_predictions(suite_dir, row)
+        for m in metrics:
+            v = None
+            if pred is not None:
+                logits = pred["test_logits"]
+                logits = logits.ravel() if logits.ndim == 2 and logits.shape[1] == 1 else logits
+                try:
+                    v = m(pred["test_y"], logits)
+                except Exception:  # noqa: BLE001 - e.g. a single-class test split: no value, not a crash
+                    v = None
+            values[m.name].append(v if v is None or np.isfinite(v) else None)
+    for name, col in values.items():
+        df[f"test_{name}"] = col
+    return df
+
+
+def other_metrics_json(df: pd.DataFrame, names: Sequence[str]) -> list[dict]:
+    """Per method and extra metric: direction, mean, std and the seeds it is over (``leaderboard.json``)."""
+    from bench.metrics import get_metric
+
+    out = []
+    for (proto, strat, fusion, tab), g in df.groupby(METHOD_KEYS, sort=True):
+        entry: dict[str, Any] = {"protocol": proto, "strategy": strat, "fusion": fusion, "tabular_encoder": tab}
+        for name in names:
+            vals = [float(v) for v in g[f"test_{name}"] if v is not None and not pd.isna(v)]
+            m, sd, n = mean_std(vals) if vals else (None, None, 0)
+            entry[name] = {"higher_is_better": get_metric(name).higher_is_better, "mean": m,
+                           "std": None if sd is None or not np.isfinite(sd) else sd, "n_seeds": n}
+        out.append(entry)
+    return out
+
+
+def render_other_metrics(df: pd.DataFrame, names: Sequence[str]) -> list[str]:
+    """The *Other metrics* table: per method, each extra metric's mean ± std over seeds, with its direction."""
+    from bench.metrics import get_metric
+
+    if not names:
+        return []
+    metrics = [get_metric(n) for n in names]
+    role = role_of(df)
+    rows = []
+    for (proto, strat, fusion, tab), g in df.assign(_role=role).groupby(METHOD_KEYS, sort=True):
+        cells = []
+        for m in metrics:
+            vals = [v for v in g[f"test_{m.name}"] if v is not None and not pd.isna(v)]
+            cells.append(m.format(vals) if vals else "–")
+        rows.append((ROLES.index(g["_role"].iloc[0]), [proto, strat, g["_role"].iloc[0], fusion, tab, *cells]))
+    rows = [r for _, r in sorted(rows, key=lambda t: (t[1][0], t[1][1], t[0], t[1][3], t[1][4]))]
+    return ["## Other metrics", "",
+            "Test metrics the suite names beside the primary one (`metrics:` in the suite, or `bench leaderboard "
+            "--metric`), computed from each run's stored test predictions; mean ± std over seeds. ↑: higher is "
+            "better, ↓: lower is better. No method is marked best here: these columns are not tested for ties.", "",
+            tabulate([r for r in rows], headers=["Protocol", "Strategy", "Role", "Fusion", "Tabular encoder",
+                                                 *[m.heading for m in metrics]],
+                     tablefmt="github", disable_numparse=True), ""]
+
+
 ROLES = ("fusion", "baseline", "ceiling")  # row order in every table; only fusion and baseline rows are ranked
 TIE_ALPHA = 0.05
 
@@ -423,7 +496,7 @@ def _fmt_p(p: float) -> str:
 
 def render_statistics(stats: pd.DataFrame, metric: str, n_expected: int) -> list[str]:
     """Markdown lines of the Statistics section (see :func:`method_statistics` for the method)."""
-    label = {"auc": "AUC", "acc": "top-1 ACC"}.get(metric, metric)
+    label = label_of(metric).removesuffix(" (%)")
     binary = metric == "auc"
     headers = ["Protocol", "Strategy", "Role", "Fusion", "Tabular encoder", "Seeds", f"Mean {label} (%)",
                f"{CI_LEVEL:.0%} CI (seeds × samples)", f"Seed ensemble {label} (%)", f"{CI_LEVEL:.0%} CI (samples)",
@@ -713,7 +786,9 @@ class MethodJSON(TypedDict):
     fusion_latency_ms_p50: float | None
 
 
-class LeaderboardJSON(TypedDict):
+class LeaderboardJSON(TypedDict, total=False):
+    """``other_metrics`` is present only when the suite or the command names extra metrics."""
+
     schema_version: int
     suite: str
     suite_version: int
@@ -726,6 +801,7 @@ class LeaderboardJSON(TypedDict):
     statistics: dict[str, Any]
     methods: list[MethodJSON]
     figures: list[str]
+    other_metrics: list[dict[str, Any]]
 
 
 def leaderboard_json(df: pd.DataFrame, stats: pd.DataFrame, meta: dict, expected_seeds: list[int] | None,
@@ -906,13 +982,15 @@ def suite_metadata(suite_dir: Path, reports: list | None = None) -> dict:
 
 
 def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = None, publish_to: Path | None = None,
-                      render_to: Path | None = None, run_ids: list[str] | None = None) -> Path:
+                      render_to: Path | None = None, run_ids: list[str] | None = None,
+                      metrics: Sequence[str] = ()) -> Path:
     """Write ``results.csv``, ``leaderboard.md``, ``leaderboard.json`` and the figures next to the runs.
 
     ``render_to``: also write them there under their published names (``<suite>.md/.csv/.json``, figures).
     ``publish_to`` (a ``leaderboards/`` folder): copy the compact results to ``<publish_to>/results/<suite>/``
     and render the published files from that copy (:mod:`bench.publish`), so they are reproducible from
     what is committed. ``run_ids``: only these runs (one invocation's plan), whatever else is in the folder.
+    ``metrics``: registered metrics to report beside the suite's own ``metrics:`` (*Other metrics*).
     Unreadable run files are named and set aside first; the outputs are written together or not at all
     (:func:`bench.results.rendering`)."""
     from bench.results import rendering, rendering_active
@@ -920,7 +998,7 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
     if run_ids is not None or not rendering_active():
         with rendering(suite_dir, run_ids):
             return write_leaderboard(suite_dir, expected_seeds=expected_seeds, publish_to=publish_to,
-                                     render_to=render_to)
+                                     render_to=render_to, metrics=metrics)
     from bench.plots import PLOT_COLUMNS, pareto_png
     from bench.robustness import render_robustness, robustness_frame
 
@@ -928,6 +1006,8 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
     df = results_frame(suite_dir, reports)
     meta = suite_metadata(suite_dir, reports)
     expected = expected_seeds or meta.get("seeds")
+    extra = list(dict.fromkeys([*meta.get("metrics", []), *metrics]))  # the suite's, then the command line's
+    df = add_metric_columns(df, suite_dir, extra)
     csv = df.to_csv(index=False)
     atomic_write_text(suite_dir / "results.csv", csv)
     name = meta.get("suite", suite_dir.name)
@@ -937,7 +1017,7 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
     n_expected = len(expected) if expected else int(headline.groupby(METHOD_KEYS)["seed"].nunique().max())
     stats = method_statistics(headline, suite_dir, n_expected)
     metric = headline["metric"].iloc[0]
-    metric_label = {"auc": "AUC (%)", "acc": "top-1 ACC (%)"}.get(metric, metric)
+    metric_label = label_of(metric)
     plots: dict[str, bytes] = {f"{name}-pareto.png": pareto_png(stats[PLOT_COLUMNS], f"{name}: test {metric_label} vs cost",
                                                                 metric_label)}
     failures = load_failures(suite_dir)
@@ -946,6 +1026,8 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
     drops = drop_statistics(headline[role_of(headline) != "ceiling"], suite_dir) \
         if {"complete", "incomplete-tabular"} <= set(headline["protocol"]) else None
     md = render_markdown(headline, meta, expected, statistics=stats, pareto_png=f"{name}-pareto.png", drops=drops)
+    if extra:
+        md += "\n".join(["", *render_other_metrics(headline, extra)])
     if failures:
         rows = [[f["spec"]["protocol"], f["spec"]["fusion"], f["spec"]["tabular_encoder"], f["spec"]["strategy"],
                  str(f["spec"]["seed"]), f["reason"][:160]] for f in failures]
@@ -960,8 +1042,10 @@ def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = Non
         plots.update(rob_plots)
         rob_csv = rob.to_csv(index=False)
         atomic_write_text(suite_dir / "robustness.csv", rob_csv)
-    lb_json = json.dumps(published_precision(leaderboard_json(headline, stats, meta, expected, sorted(plots))),
-                         indent=2, allow_nan=False) + "\n"
+    lb = leaderboard_json(headline, stats, meta, expected, sorted(plots))
+    if extra:
+        lb["other_metrics"] = other_metrics_json(headline, extra)
+    lb_json = json.dumps(published_precision(lb), indent=2, allow_nan=False) + "\n"
     atomic_write_text(suite_dir / "leaderboard.md", md + "\n")
     atomic_write_text(suite_dir / "leaderboard.json", lb_json)
     for fname, png in plots.items():

@@ -27,6 +27,53 @@ Task = Literal["binary", "multiclass"]
 _PRIMARY: dict[str, str] = {"binary": "auc", "multiclass": "acc"}
 
 
+class Metric(NamedTuple):
+    """A registered test metric (:func:`bench.registry.register_metric`): ``fn(y_true, logits) -> float``.
+
+    Binary logits are ``[N]``, multiclass ``[N, C]``. ``higher_is_better`` gives the direction every table
+    states (an arrow beside the label); ``percent``: a fraction, shown x100. Seeds are aggregated as
+    mean ± sample standard deviation, like the primary metric.
+    """
+
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    tasks: tuple[str, ...]
+    higher_is_better: bool = True
+    percent: bool = False
+    label: str = ""
+
+    def __call__(self, y_true: Any, logits: Any) -> float:
+        return float(self.fn(np.asarray(y_true), np.asarray(logits)))
+
+    @property
+    def heading(self) -> str:
+        """``"AUPRC (%) ↑"``: label, unit and direction."""
+        return f"{self.label or self.name}{' (%)' if self.percent else ''} {'↑' if self.higher_is_better else '↓'}"
+
+    def format(self, values: Sequence[float]) -> str:
+        """Mean ± std over seeds in this metric's unit."""
+        m, sd, _ = mean_std(values)
+        if self.percent:
+            return format_mean_std(m, sd)
+        return f"{m:.4f} ± {sd:.4f}" if np.isfinite(sd) else f"{m:.4f}"
+
+
+def get_metric(name: str) -> Metric:
+    """The registered metric ``name`` (one-line error with close matches for an unknown one)."""
+    from bench.registry import get
+
+    return get("metric", name)
+
+
+def metric_label(name: str) -> str:
+    """The primary metric's column label, e.g. ``"AUC (%)"``, from its registration."""
+    try:
+        m = get_metric(name)
+    except Exception:  # noqa: BLE001 - a metric whose plug-in is gone still renders, under its name
+        return name
+    return f"{m.label}{' (%)' if m.percent else ''}"
+
+
 class MetricError(BenchError, ValueError):
     """A metric cannot be computed from these labels/scores (e.g. a single-class test set)."""
 

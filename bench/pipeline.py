@@ -385,6 +385,10 @@ def run_suite(
     if data.task != "binary" and loss.name != "ce":
         raise ConfigError(f"suite {suite.name!r}: loss {loss.name!r} needs a binary task; {data.provenance.dataset} is {data.task}")
     n_out = 1 if data.task == "binary" else data.n_classes
+    for name in suite.metrics:  # a metric of another task would fail only when the leaderboard is rendered
+        if data.task not in get("metric", name).tasks:
+            raise ConfigError(f"suite {suite.name!r}: metric {name!r} is for {'/'.join(get('metric', name).tasks)} "
+                              f"tasks; {data.provenance.dataset} is {data.task}: drop it from the suite's metrics")
     budget = suite.budget
     placement = RayPlacement.from_budget(budget, ray_address, dev.type == "cuda") if backend == "ray" else None
     _say(f"[bench] suite {suite.name} v{suite.version} | budget {suite.budget_name} | data {prov['dataset']} "
@@ -411,7 +415,7 @@ def run_suite(
     atomic_write_json(suite_dir / "suite.json", {
         "suite": suite.name, "version": suite.version, "budget": suite.budget_name, "budget_config": budget,
         "seeds": suite.seeds, "tabular_encoders": suite.tabular_encoders, "fusions": [v[0] for v in variants],
-        "refused": refused, "strategies": suite.strategies,
+        "refused": refused, "strategies": suite.strategies, **({"metrics": suite.metrics} if suite.metrics else {}),
         "protocols": {**{k: v.proto.describe() for k, v in settings.items() if v.train_cond.kind == "none"
                          and k not in {pl.name for pl in plans}},
                       **{pl.name: pl.describe() for pl in plans}},

@@ -1,11 +1,12 @@
-"""One registry for every pluggable kind: image encoders, tabular encoders, fusions, datasets, suites.
+"""One registry for every pluggable kind: image encoders, tabular encoders, fusions, datasets, suites, metrics.
 
 Design (after timm's ``_registry.py`` and lm-eval's ``api/registry.py``):
 
 * a builder registers under a name with a decorator (``@register_fusion("amf")``) or lazily as a
   ``"module:attr"`` string, so ``bench list`` never imports torch-heavy modules it does not need;
 * third-party packages register through entry points (groups ``bench.fusions``,
-  ``bench.tabular_encoders``, ``bench.image_encoders``, ``bench.datasets``, ``bench.suites``);
+  ``bench.tabular_encoders``, ``bench.image_encoders``, ``bench.datasets``, ``bench.suites``,
+  ``bench.metrics``);
   built-ins win a name clash, with a logged warning; a plug-in that fails to import is reported
   by name and does not break the rest;
 * lookups of unknown names raise :class:`~bench.errors.UnknownNameError` with close matches.
@@ -27,13 +28,14 @@ from bench.errors import PluginError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("image_encoder", "tabular_encoder", "fusion", "dataset", "suite")
+KINDS = ("image_encoder", "tabular_encoder", "fusion", "dataset", "suite", "metric")
 ENTRY_POINT_GROUPS = {
     "image_encoder": "bench.image_encoders",
     "tabular_encoder": "bench.tabular_encoders",
     "fusion": "bench.fusions",
     "dataset": "bench.datasets",
     "suite": "bench.suites",
+    "metric": "bench.metrics",
 }
 
 
@@ -103,7 +105,7 @@ class Registry:
 
 
 _REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
-_loaded = False
+_loaded: set[str] = set()  # kinds whose built-ins and entry points are registered
 plugin_errors: dict[str, str] = {}
 
 
@@ -111,7 +113,7 @@ def registry(kind: str) -> Registry:
     """The registry of one kind, with built-ins and entry-point plug-ins loaded."""
     if kind not in _REGISTRIES:
         raise UnknownNameError("kind", kind, difflib.get_close_matches(kind, KINDS, n=3, cutoff=0.4))
-    _ensure_loaded()
+    _ensure_loaded(kind)
     return _REGISTRIES[kind]
 
 
@@ -142,6 +144,29 @@ def register_dataset(name: str | None = None, *, summary: str | None = None):
     return _decorator("dataset", name, summary)
 
 
+def register_metric(name: str | None = None, *, tasks: tuple[str, ...] | list[str], higher_is_better: bool = True,
+                    percent: bool = False, label: str | None = None, summary: str | None = None):
+    """Register ``fn(y_true, logits) -> float`` as a test metric suites can name (``metrics: [name]``).
+
+    ``tasks``: ``binary`` (logits ``[N]``) and/or ``multiclass`` (logits ``[N, C]``); ``higher_is_better``
+    is the direction every table states; ``percent``: a fraction shown x100. The metric is computed from
+    the stored test predictions when a leaderboard is rendered, so naming it re-scores finished runs
+    (:class:`bench.metrics.Metric`; ``bench check-plugin NAME --kind metric`` checks it)."""
+
+    def wrap(fn: Callable) -> Any:
+        from bench.metrics import Metric
+
+        doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
+        metric = Metric(name or fn.__name__, fn, tuple(tasks), bool(higher_is_better), bool(percent),
+                        label or name or fn.__name__)
+        module = getattr(fn, "__module__", "") or ""
+        origin = "builtin" if module.startswith(("baselines", "bench")) else module.split(".")[0]
+        _REGISTRIES["metric"].add(metric.name, metric, origin=origin, summary=summary or (doc[0] if doc else ""))
+        return fn
+
+    return wrap
+
+
 def register_suite(name: str, path: str, *, origin: str = "builtin", summary: str = "") -> None:
     """Suites are YAML files; third parties may register extra ones by path."""
     _REGISTRIES["suite"].add(name, path, origin=origin, summary=summary)
@@ -162,34 +187,39 @@ def _dist_summary(ep: metadata.EntryPoint) -> str:
         return ""
 
 
-def _ensure_loaded() -> None:
-    global _loaded
-    if _loaded:
+def _ensure_loaded(kind: str) -> None:
+    """Register the built-ins of ``kind`` (metrics import neither torch nor the models), then its entry points."""
+    if kind in _loaded:
         return
-    _loaded = True
-    import baselines  # noqa: F401  (registers the built-ins through the public decorators)
-    import bench.data  # noqa: F401  (dataset adapters)
-    from bench.suites import register_builtin_suites
+    _loaded.add(kind)
+    if kind == "metric":
+        import baselines.metrics  # noqa: F401  (registers the built-in metrics)
+    elif not _loaded - {"metric", kind}:  # the first model-side kind asked for: import those built-ins once
+        import baselines.fusion  # noqa: F401  (registers the built-ins through the public decorators)
+        import baselines.image  # noqa: F401
+        import baselines.tabular  # noqa: F401
+        import bench.data  # noqa: F401  (dataset adapters)
+        from bench.suites import register_builtin_suites
 
-    register_builtin_suites()
-    for kind, group in ENTRY_POINT_GROUPS.items():
-        for ep in _iter_entry_points(group):
-            origin = ep.dist.name if getattr(ep, "dist", None) else ep.value.split(":")[0]
-            try:
-                if kind == "suite":
-                    target = ep.load()
-                    path = target() if callable(target) else target
-                    register_suite(ep.name, str(path), origin=origin)
-                else:
-                    # Lazy: the plug-in is imported when first used; import errors surface then,
-                    # but a module that cannot even be found is reported now.
-                    module_name = ep.value.split(":")[0]
-                    if importlib.util.find_spec(module_name) is None:
-                        raise ImportError(f"module {module_name!r} not found")
-                    _REGISTRIES[kind].add(ep.name, ep.value, origin=origin, summary=_dist_summary(ep))
-            except Exception as exc:  # a broken plug-in is reported by name, never fatal
-                plugin_errors[f"{group}:{ep.name}"] = f"{type(exc).__name__}: {exc}"
-                log.warning("plug-in %s (%s) failed to load: %s", ep.name, group, exc)
+        register_builtin_suites()
+    group = ENTRY_POINT_GROUPS[kind]
+    for ep in _iter_entry_points(group):
+        origin = ep.dist.name if getattr(ep, "dist", None) else ep.value.split(":")[0]
+        try:
+            if kind == "suite":
+                target = ep.load()
+                path = target() if callable(target) else target
+                register_suite(ep.name, str(path), origin=origin)
+            else:
+                # Lazy: the plug-in is imported when first used; import errors surface then,
+                # but a module that cannot even be found is reported now.
+                module_name = ep.value.split(":")[0]
+                if importlib.util.find_spec(module_name) is None:
+                    raise ImportError(f"module {module_name!r} not found")
+                _REGISTRIES[kind].add(ep.name, ep.value, origin=origin, summary=_dist_summary(ep))
+        except Exception as exc:  # a broken plug-in is reported by name, never fatal
+            plugin_errors[f"{group}:{ep.name}"] = f"{type(exc).__name__}: {exc}"
+            log.warning("plug-in %s (%s) failed to load: %s", ep.name, group, exc)
 
 
 def list_names(kind: str, pattern: str | None = None) -> list[str]:

@@ -19,6 +19,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.metrics import format_mean_std, mean_std
+from bench.metrics import metric_label as label_of
 from bench.protocols import parse_run_protocol
 from bench.results import RunReport
 
@@ -137,7 +138,7 @@ def _plot(panels: list[tuple[str, dict]], title: str, metric_label: str) -> byte
 def render_robustness(rob: pd.DataFrame, meta: dict, expected_seeds: list[int] | None, suite: str) -> tuple[str, dict[str, bytes]]:
     """Markdown sections (one per missingness protocol) and their PNG figures by file name."""
     metric = rob["metric"].iloc[0]
-    metric_label = {"auc": "AUC (%)", "acc": "top-1 ACC (%)"}.get(metric, metric)
+    metric_label = label_of(metric)
     n_expected = len(expected_seeds) if expected_seeds else int(rob.seed.nunique())
     lines = ["## Robustness to missing data", "",
              "Cells: test " + metric_label + ", mean ± std over seeds. *Area* = MultiBench's relative robustness: "

@@ -186,6 +186,7 @@ SUITE_SCHEMA = Map({
     "strategies": List(Str(("frozen", "trainable")), nonempty=True),
     "seeds": List(SEED, nonempty=True),
     "rconf": OneOf(Str(("measured",)), Num(positive=True), text="'measured' or a positive number"),
+    "metrics": List(Str()),
 })
 #: keys a protocol mapping may hold, by protocol
 PROTOCOL_KEYS = {"complete": {"name"}, "incomplete-tabular": {"name", "mask", "fill"}}
@@ -300,6 +301,11 @@ class Suite:
         return deep_merge(cfg, self.budget.get("image_encoder", {}))
 
     @property
+    def metrics(self) -> list[str]:
+        """Extra test metrics the leaderboard reports beside the primary one (registered metrics)."""
+        return list(self.raw.get("metrics", []))
+
+    @property
     def imputations(self) -> list[str]:
         return list(self.raw.get("impute", []))
 
@@ -395,6 +401,8 @@ def load_suite(
     for n in fus:
         registry("fusion").get(n)
     registry("image_encoder").get(doc["image_encoder"].get("name", "timm"))
+    for n in doc.get("metrics", []):
+        registry("metric").get(n)
     ds = doc["dataset"] if isinstance(doc["dataset"], dict) else {"name": doc["dataset"]}
     registry("dataset").get(ds["name"])
     if ds.get("fallback"):

@@ -104,7 +104,7 @@ def broken_plugins(monkeypatch, tmp_path):
     reg.registry("fusion")  # built-ins loaded, then copied so the test's plug-ins vanish afterwards
     monkeypatch.setattr(reg, "_REGISTRIES", {k: reg.Registry(k, dict(r.entries)) for k, r in reg._REGISTRIES.items()})
     monkeypatch.setattr(reg, "plugin_errors", {})
-    monkeypatch.setattr(reg, "_loaded", False)
+    monkeypatch.setattr(reg, "_loaded", set())
     monkeypatch.setattr(reg, "_iter_entry_points", lambda group: [ep for ep in eps if ep.group == group])
 
 
