@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-plugin", help="run the conformance kit on a registered fusion or encoder",
                          epilog=EPILOG_CHECK, formatter_class=argparse.RawDescriptionHelpFormatter)
     chk.add_argument("name", help="registered name, e.g. lmf")
-    chk.add_argument("--kind", choices=["fusion", "tabular_encoder", "image_encoder", "dataset", "metric"],
+    chk.add_argument("--kind", choices=["fusion", "tabular_encoder", "image_encoder", "dataset", "metric", "protocol"],
                      help="needed only when the name is registered under several kinds")
     chk.add_argument("--data-root", help="dataset kind: the folder the adapter reads (else its environment variable)")
 

@@ -1,4 +1,4 @@
-"""Conformance kit: the checks every fusion, tabular encoder, image encoder and metric must pass.
+"""Conformance kit: the checks every fusion, tabular encoder, image encoder, metric and protocol must pass.
 
 Used by ``python -m bench check-plugin NAME`` and by the registry-parametrized tests (one test per
 plug-in x check). Each check is a small function ``check(cls) -> CheckResult``; instances are built
@@ -39,7 +39,7 @@ __all__ = [
     "run_checks",
 ]
 
-KINDS = ("fusion", "tabular_encoder", "image_encoder", "metric")
+KINDS = ("fusion", "tabular_encoder", "image_encoder", "metric", "protocol")
 MODEL_KINDS = KINDS[:3]
 BATCH = 6
 #: Fusion inputs: 32-d image features on a 2x2 map, 16-d tabular features (10 tokens when the
@@ -347,6 +347,76 @@ def _check_flops(module: nn.Module, args: tuple) -> str:
 def _load(cls: type) -> str:
     """The registry entry resolves to a class of the right kind."""
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+# --------------------------------------------------------------------------------------------------
+# protocol checks: on a small preprocessed table (5 numeric, 2 categorical columns, 20 rows)
+
+
+def _protocol_case(cls: type):
+    import numpy as np
+
+    from bench.protocols import PreparedTabular
+
+    rng = np.random.default_rng(0)
+    x_num = rng.normal(size=(20, 5)).astype(np.float32)
+    x_cat = rng.integers(0, 3, size=(20, 2)).astype(np.int64)
+    tab = PreparedTabular(x_num, x_cat, [f"n{i}" for i in range(5)], ["c0", "c1"], x_num.mean(0),
+                          np.zeros(2, dtype=np.int64))
+    spec = {"name": getattr(cls, "conformance_name", None) or _registered_name(cls),
+            **getattr(cls, "conformance_spec", {})}
+    return tab, spec, [*tab.num_names, *tab.cat_names][::-1]
+
+
+def _registered_name(cls: type) -> str:
+    return next(n for n, e in registry("protocol").entries.items() if e.target is cls)
+
+
+@_check("protocol", "load")
+def protocol_load(cls: type) -> str:
+    """The registry entry is a :class:`bench.protocols.Protocol` subclass, and its default entry checks."""
+    from bench.protocols import Protocol
+
+    _require(isinstance(cls, type) and issubclass(cls, Protocol), f"{cls!r} is not a bench.protocols.Protocol subclass")
+    _, spec, _ = _protocol_case(cls)
+    cls().check(spec)
+    return f"{cls.__module__}:{cls.__qualname__} ({spec})"
+
+
+@_check("protocol", "data")
+def protocol_data(cls: type) -> str:
+    """``data`` keeps every column's shape and dtype, leaves the input untouched, is deterministic, and
+    masks only columns of the table."""
+    import numpy as np
+
+    tab, spec, ranking = _protocol_case(cls)
+    before = (tab.x_num.copy(), tab.x_cat.copy())
+    a = cls().data(spec, tab, ranking)
+    b = cls().data(spec, tab, ranking)
+    _require(np.array_equal(tab.x_num, before[0]) and np.array_equal(tab.x_cat, before[1]),
+             "data() changed the input table in place; copy before masking")
+    for what, x, ref in (("x_num", a.x_num, tab.x_num), ("x_cat", a.x_cat, tab.x_cat)):
+        _require(x.shape == ref.shape and x.dtype == ref.dtype, f"{what}: {x.shape} {x.dtype} for {ref.shape} {ref.dtype}")
+    _require(np.array_equal(a.x_num, b.x_num) and np.array_equal(a.x_cat, b.x_cat), "two calls gave different data")
+    unknown = set(a.masked_features) - set(ranking)
+    _require(not unknown, f"masks {sorted(unknown)}, which are not columns of the table")
+    return a.describe()
+
+
+@_check("protocol", "missingness")
+def protocol_missingness(cls: type) -> str:
+    """``missingness`` is None or a sweep of image / tabular / cells with rates in [0, 1]."""
+    from bench.protocols import MissingnessPlan
+
+    _, spec, _ = _protocol_case(cls)
+    plan = cls().missingness(spec)
+    if plan is None:
+        return "no sweep"
+    _require(isinstance(plan, MissingnessPlan), f"returned a {type(plan).__name__}, not a MissingnessPlan")
+    _require(plan.kind in ("image", "tabular", "cells"), f"kind {plan.kind!r}: use image, tabular or cells")
+    rates = [*plan.train_rates, *plan.test_rates]
+    _require(rates and all(0.0 <= r <= 1.0 for r in rates), f"rates {rates} outside [0, 1]")
+    return plan.describe()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ from bench.protocols import (
     apply_protocol,
     availability,
     cell_mask,
+    get_protocol,
     missingness_plan,
 )
 from bench.reference import write_reference_runs
@@ -325,13 +326,21 @@ def train_settings(suite: Suite, tab: PreparedTabular, importance: dict | None) 
     return settings
 
 
+def protocol_data_key(proto: AppliedProtocol, tab: PreparedTabular) -> str:
+    """What a protocol's feature cache and probes are keyed by: ``complete`` when it trains on the
+    complete table itself, its description when it masks columns, else its description and a hash of
+    the data it made (a plug-in protocol that transforms values, e.g. adds noise)."""
+    if proto.x_num is tab.x_num and proto.x_cat is tab.x_cat:
+        return "complete"
+    if proto.masked_features:
+        return proto.describe()
+    digest = hashlib.sha256(np.ascontiguousarray(proto.x_num).tobytes() + np.ascontiguousarray(proto.x_cat).tobytes())
+    return f"{proto.describe()} #{digest.hexdigest()[:12]}"
+
+
 def needs_importance(suite: Suite) -> bool:
-    for p in suite.protocols:
-        if p["name"] == "incomplete-tabular" and p.get("mask", {}).get("by", "importance") == "importance":
-            return True
-        if p["name"] == "missing-cells" and p.get("flavour") in ("most-important", "least-important"):
-            return True
-    return False
+    """Whether a protocol of the suite reads the importance ranking (computed on the training split)."""
+    return any(get_protocol(p["name"]).needs_importance(p) for p in suite.protocols)
 
 
 # ------------------------------------------------------------------------------------- the suite
@@ -532,7 +541,7 @@ def run_suite(
                 bar.update(len(specs_left))
                 continue
             # frozen features: computed once per (encoder checkpoint, dataset, protocol data), cached on disk
-            data_key = proto.describe() if proto.masked_features else "complete"
+            data_key = protocol_data_key(proto, prep.tab)
             if img_tokens is None:
                 img_tokens, img_pooled = cached_features(
                     {"encoders": pinfo.get("image_key", pinfo["cache_key"]), "data": prov["checksum"], "modality": "image"},

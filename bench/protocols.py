@@ -5,15 +5,22 @@
   replaced by their training-split mean, in every split (the model is fine-tuned and tested under the
   incomplete setting). Importance comes from integrated gradients of a supervised tabular model
   trained on the training split (:mod:`bench.importance`), or from feature names the suite gives.
+* ``missing-image``, ``missing-tabular``, ``missing-cells`` — missingness sweeps (below).
+
+Each is a :class:`Protocol` registered under its name (``@register_protocol``, entry point group
+``bench.protocols``), so a suite's ``protocols:`` entry is looked up in the registry, checked by the
+protocol itself, and a new protocol is one class in one file (``bench check-plugin NAME --kind protocol``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from bench.errors import ConfigError
+from bench.registry import register_protocol
 
 
 @dataclass
@@ -40,38 +47,103 @@ class AppliedProtocol:
         return f"{self.name} (masked: {', '.join(self.masked_features)}; fill: {self.fill})"
 
 
+class Protocol:
+    """A data protocol (a template: :class:`IncompleteTabular`). A suite entry ``{name: NAME, ...}`` is
+    checked by :meth:`check` when the suite loads; the pipeline then asks for
+
+    * :meth:`data` — the feature-level data every split is trained and tested on (masking, filling);
+    * :meth:`missingness` — a sweep of missing modalities or cells (training and test rates), or None;
+    * :meth:`needs_importance` — whether :meth:`data` or the sweep reads the importance ranking, which
+      the harness computes on the training split only.
+
+    Subclasses set ``keys`` (the entry's allowed keys besides ``name``) and override what they change.
+    """
+
+    keys: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, spec: dict) -> None:
+        extra = set(spec) - {"name"} - set(self.keys)
+        if extra:
+            raise ConfigError(f"protocol {spec['name']!r}: unknown key {sorted(extra)[0]!r}; known keys: "
+                              f"{', '.join(sorted({'name', *self.keys}))}")
+
+    def data(self, spec: dict, tab: PreparedTabular, importance_ranking: list[str] | None) -> AppliedProtocol:
+        return AppliedProtocol(spec["name"], tab.x_num, tab.x_cat, [], "none")
+
+    def missingness(self, spec: dict) -> MissingnessPlan | None:
+        return None
+
+    def needs_importance(self, spec: dict) -> bool:
+        return False
+
+
+@register_protocol("complete")
+class Complete(Protocol):
+    """The data as released."""
+
+
+@register_protocol("incomplete-tabular")
+class IncompleteTabular(Protocol):
+    """AMF-MedIT 4.2.4: the top-k features by importance (or named ones) replaced by their training mean."""
+
+    keys = frozenset({"mask", "fill"})
+
+    def check(self, spec: dict) -> None:
+        super().check(spec)
+        mask = spec.get("mask", {})
+        if not isinstance(mask, dict) or set(mask) - {"by", "top_k", "features"}:
+            raise ConfigError(f"protocol incomplete-tabular: mask must be a mapping with keys by, top_k, features; "
+                              f"got {mask!r}")
+        if mask.get("by", "importance") not in ("importance", "names"):
+            raise ConfigError(f"protocol incomplete-tabular: mask.by must be 'importance' or 'names', got {mask['by']!r}")
+        top_k = mask.get("top_k", 1)
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ConfigError(f"protocol incomplete-tabular: mask.top_k must be an integer >= 1, got {top_k!r}")
+        if not isinstance(mask.get("features", []), list):
+            raise ConfigError("protocol incomplete-tabular: mask.features must be a list of column names")
+
+    def needs_importance(self, spec: dict) -> bool:
+        return spec.get("mask", {}).get("by", "importance") == "importance"
+
+    def data(self, spec: dict, tab: PreparedTabular, importance_ranking: list[str] | None) -> AppliedProtocol:
+        name = spec["name"]
+        mask = spec.get("mask", {"by": "importance", "top_k": 1})
+        fill = spec.get("fill", "mean")
+        if fill != "mean":
+            raise ConfigError(f"protocol {name!r}: fill {fill!r} is not supported; use 'mean' (the paper's setting)")
+        if mask.get("by", "importance") == "names":
+            features = list(mask.get("features", []))
+            if not features:
+                raise ConfigError("protocol incomplete-tabular with mask.by=names needs mask.features: [name, ...]")
+        else:
+            if not importance_ranking:
+                raise ConfigError("protocol incomplete-tabular needs an importance ranking; none was computed")
+            features = importance_ranking[: int(mask.get("top_k", 1))]
+        x_num, x_cat = tab.x_num.copy(), tab.x_cat.copy()
+        for f in features:
+            if f in tab.num_names:
+                j = tab.num_names.index(f)
+                x_num[:, j] = tab.num_train_mean[j]
+            elif f in tab.cat_names:
+                # NOTE[DIFF]: the paper masks a numeric feature (age); a categorical feature has no mean,
+                # so it is filled with its training mode.
+                j = tab.cat_names.index(f)
+                x_cat[:, j] = tab.cat_train_mode[j]
+            else:
+                raise ConfigError(f"protocol incomplete-tabular: feature {f!r} is not a column of this dataset")
+        return AppliedProtocol(name, x_num, x_cat, features, fill)
+
+
+def get_protocol(name: str) -> Protocol:
+    """An instance of the protocol registered as ``name`` (one-line error with close matches otherwise)."""
+    from bench.registry import get
+
+    return get("protocol", name)()
+
+
 def apply_protocol(spec: dict, tab: PreparedTabular, importance_ranking: list[str] | None) -> AppliedProtocol:
     """The data of a protocol; a missingness protocol starts from the complete data (its masks come later)."""
-    name = spec["name"]
-    if name == "complete" or name in MISSING_PROTOCOLS:
-        return AppliedProtocol(name, tab.x_num, tab.x_cat, [], "none")
-    if name != "incomplete-tabular":
-        raise ConfigError(f"unknown protocol {name!r}; choose from {list(ALL_PROTOCOLS)}")
-    mask = spec.get("mask", {"by": "importance", "top_k": 1})
-    fill = spec.get("fill", "mean")
-    if fill != "mean":
-        raise ConfigError(f"protocol {name!r}: fill {fill!r} is not supported; use 'mean' (the paper's setting)")
-    if mask.get("by", "importance") == "names":
-        features = list(mask.get("features", []))
-        if not features:
-            raise ConfigError("protocol incomplete-tabular with mask.by=names needs mask.features: [name, ...]")
-    else:
-        if not importance_ranking:
-            raise ConfigError("protocol incomplete-tabular needs an importance ranking; none was computed")
-        features = importance_ranking[: int(mask.get("top_k", 1))]
-    x_num, x_cat = tab.x_num.copy(), tab.x_cat.copy()
-    for f in features:
-        if f in tab.num_names:
-            j = tab.num_names.index(f)
-            x_num[:, j] = tab.num_train_mean[j]
-        elif f in tab.cat_names:
-            # NOTE[DIFF]: the paper masks a numeric feature (age); a categorical feature has no mean,
-            # so it is filled with its training mode.
-            j = tab.cat_names.index(f)
-            x_cat[:, j] = tab.cat_train_mode[j]
-        else:
-            raise ConfigError(f"protocol incomplete-tabular: feature {f!r} is not a column of this dataset")
-    return AppliedProtocol(name, x_num, x_cat, features, fill)
+    return get_protocol(spec["name"]).data(spec, tab, importance_ranking)
 
 
 # ------------------------------------------------------------------------------- missingness
@@ -143,25 +215,60 @@ class MissingnessPlan:
                 f"every trained model tested at p in {self.test_rates}; masks drawn per seed")
 
 
-def missingness_plan(spec: dict) -> MissingnessPlan | None:
-    """The expansion of a missingness protocol, or None for complete / incomplete-tabular."""
-    name = spec["name"]
-    if name not in MISSING_PROTOCOLS:
-        return None
-    known = {"name", "train_rates", "test_rates", "flavour"}
-    extra = set(spec) - known
-    if extra:
-        raise ConfigError(f"protocol {name!r}: unknown key(s) {sorted(extra)}; known: {sorted(known)}")
-    train = _rates(spec, "train_rates", [0.0])
-    test = _rates(spec, "test_rates", [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
-    if name == "missing-cells":
+class _Sweep(Protocol):
+    """Missingness sweeps: training conditions (one set of runs each) and test conditions (every run)."""
+
+    keys = frozenset({"train_rates", "test_rates"})
+
+    def check(self, spec: dict) -> None:
+        super().check(spec)
+        self.missingness(spec)  # rates and flavours, now rather than mid-suite
+
+    def missingness(self, spec: dict) -> MissingnessPlan:
+        name = spec["name"]
+        train = _rates(spec, "train_rates", [0.0])
+        test = _rates(spec, "test_rates", [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
+        return MissingnessPlan(name, name.split("-", 1)[1], "", train, test)
+
+
+@register_protocol("missing-image")
+class MissingImage(_Sweep):
+    """Whole images missing for a fraction of samples, in training and/or at test."""
+
+    def check(self, spec: dict) -> None:
+        if "flavour" in spec:
+            raise ConfigError(f"protocol {spec['name']!r} takes no flavour (that is for missing-cells)")
+        super().check(spec)
+
+
+@register_protocol("missing-tabular")
+class MissingTabular(MissingImage):
+    """Whole tabular records missing for a fraction of samples, in training and/or at test."""
+
+
+@register_protocol("missing-cells")
+class MissingCells(_Sweep):
+    """Tabular cells missing (TIP's four flavours), filled with the training mean / mode."""
+
+    keys = frozenset({"train_rates", "test_rates", "flavour"})
+
+    def missingness(self, spec: dict) -> MissingnessPlan:
+        plan = super().missingness(spec)
         flavour = spec.get("flavour", "random-cells")
         if flavour not in CELL_FLAVOURS:
             raise ConfigError(f"protocol missing-cells: unknown flavour {flavour!r}; choose from {list(CELL_FLAVOURS)}")
-        return MissingnessPlan(f"missing-cells:{flavour}", "cells", flavour, train, test)
-    if "flavour" in spec:
-        raise ConfigError(f"protocol {name!r} takes no flavour (that is for missing-cells)")
-    return MissingnessPlan(name, name.split("-", 1)[1], "", train, test)
+        return MissingnessPlan(f"missing-cells:{flavour}", "cells", flavour, plan.train_rates, plan.test_rates)
+
+    def needs_importance(self, spec: dict) -> bool:
+        return spec.get("flavour") in ("most-important", "least-important")
+
+
+def missingness_plan(spec: dict) -> MissingnessPlan | None:
+    """The expansion of a missingness protocol, or None for one without a sweep (complete, incomplete-tabular);
+    the entry is checked first (its keys, rates and flavour)."""
+    protocol = get_protocol(spec["name"])
+    protocol.check(spec)
+    return protocol.missingness(spec)
 
 
 def parse_run_protocol(label: str) -> tuple[str, float | None]:

@@ -1,4 +1,4 @@
-"""One registry for every pluggable kind: image encoders, tabular encoders, fusions, datasets, suites, metrics.
+"""One registry for every pluggable kind: image and tabular encoders, fusions, datasets, suites, metrics, protocols.
 
 Design (after timm's ``_registry.py`` and lm-eval's ``api/registry.py``):
 
@@ -6,7 +6,7 @@ Design (after timm's ``_registry.py`` and lm-eval's ``api/registry.py``):
   ``"module:attr"`` string, so ``bench list`` never imports torch-heavy modules it does not need;
 * third-party packages register through entry points (groups ``bench.fusions``,
   ``bench.tabular_encoders``, ``bench.image_encoders``, ``bench.datasets``, ``bench.suites``,
-  ``bench.metrics``);
+  ``bench.metrics``, ``bench.protocols``);
   built-ins win a name clash, with a logged warning; a plug-in that fails to import is reported
   by name and does not break the rest;
 * lookups of unknown names raise :class:`~bench.errors.UnknownNameError` with close matches.
@@ -28,7 +28,7 @@ from bench.errors import PluginError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("image_encoder", "tabular_encoder", "fusion", "dataset", "suite", "metric")
+KINDS = ("image_encoder", "tabular_encoder", "fusion", "dataset", "suite", "metric", "protocol")
 ENTRY_POINT_GROUPS = {
     "image_encoder": "bench.image_encoders",
     "tabular_encoder": "bench.tabular_encoders",
@@ -36,6 +36,7 @@ ENTRY_POINT_GROUPS = {
     "dataset": "bench.datasets",
     "suite": "bench.suites",
     "metric": "bench.metrics",
+    "protocol": "bench.protocols",
 }
 
 
@@ -167,6 +168,11 @@ def register_metric(name: str | None = None, *, tasks: tuple[str, ...] | list[st
     return wrap
 
 
+def register_protocol(name: str | None = None, *, summary: str | None = None):
+    """Register a :class:`bench.protocols.Protocol` subclass under the name suites use in ``protocols:``."""
+    return _decorator("protocol", name, summary)
+
+
 def register_suite(name: str, path: str, *, origin: str = "builtin", summary: str = "") -> None:
     """Suites are YAML files; third parties may register extra ones by path."""
     _REGISTRIES["suite"].add(name, path, origin=origin, summary=summary)
@@ -194,7 +200,9 @@ def _ensure_loaded(kind: str) -> None:
     _loaded.add(kind)
     if kind == "metric":
         import baselines.metrics  # noqa: F401  (registers the built-in metrics)
-    elif not _loaded - {"metric", kind}:  # the first model-side kind asked for: import those built-ins once
+    elif kind == "protocol":
+        import bench.protocols  # noqa: F401  (registers the built-in protocols)
+    elif not _loaded - {"metric", "protocol", kind}:  # the first model-side kind asked for: import those built-ins once
         import baselines.fusion  # noqa: F401  (registers the built-ins through the public decorators)
         import baselines.image  # noqa: F401
         import baselines.tabular  # noqa: F401
