@@ -34,10 +34,13 @@ from bench.metrics import (
     metric_label as label_of,
 )
 from bench.results import (
+    COST_KEYS,
     RESULT_COLUMNS,
     RunSpec,
     atomic_write_bytes,
     atomic_write_text,
+    cost_cells,
+    cost_headers,
     load_failures,
     load_reports,
 )
@@ -64,16 +67,6 @@ def results_frame(suite_dir: Path, reports: list | None = None) -> pd.DataFrame:
     return df.sort_values(["protocol", "fusion", "tabular_encoder", "strategy", "seed"]).reset_index(drop=True)
 
 
-def _fmt_params(n) -> str:
-    return "–" if n is None or pd.isna(n) else f"{n / 1e6:.2f}"
-
-
-def _fmt_gmac(g) -> str:
-    if g is None or pd.isna(g):
-        return "–"
-    return f"{g:.4f}" if g < 0.1 else f"{g:.3f}"
-
-
 def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int] | None = None, *,
                     statistics: pd.DataFrame | None = None, pareto_png: str | None = None,
                     drops: pd.DataFrame | None = None) -> str:
@@ -93,8 +86,7 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
             headers.append(f"{s} · {p}")
         if has_drop:
             headers.append(f"{s} · drop")
-    headers += ["Params fusion (M)", "Params total (M)", "GMac fusion", "GMac total",
-                "Latency p50 / p90 (ms)", "Fusion latency p50 (ms)"]
+    headers += cost_headers()
     rows, flagged = [], False
     tied: set[tuple] = set()
     if statistics is not None and len(statistics):
@@ -138,11 +130,7 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
             if has_drop:
                 a, b = cells.get((fusion, tab, s, "complete")), cells.get((fusion, tab, s, "incomplete-tabular"))
                 row.append(f"{(b[0] - a[0]) * 100:+.2f}" if a and b else "–")
-        first = g.iloc[0]
-        row += [_fmt_params(first.params_fusion), _fmt_params(first.params_total), _fmt_gmac(first.gmac_fusion),
-                _fmt_gmac(first.gmac_total),
-                f"{first.latency_ms_p50:.2f} / {first.latency_ms_p90:.2f}" if pd.notna(first.latency_ms_p50) else "–",
-                f"{first.fusion_latency_ms_p50:.3f}" if pd.notna(first.fusion_latency_ms_p50) else "–"]
+        row += cost_cells(g.iloc[0])
         rows.append(row)
     shown = set(zip(df["fusion"], df["tabular_encoder"], strict=True))
     for fusion, tab in sorted({(c[0], c[1]) for c in suite_meta.get("failed_cells", set())} - shown):
@@ -150,7 +138,7 @@ def render_markdown(df: pd.DataFrame, suite_meta: dict, expected_seeds: list[int
         for s in strategies:
             row += ["failed‡" if (fusion, tab, s, p) in suite_meta["failed_cells"] else "missing" for p in protocols]
             row += ["–"] if has_drop else []
-        rows.append(row + ["–"] * 6)
+        rows.append(row + ["–"] * len(cost_headers()))
         flagged = True
 
     prov = suite_meta.get("provenance", {})
@@ -377,10 +365,7 @@ def method_statistics(df: pd.DataFrame, suite_dir: Path, n_expected: int, *, n_b
         row.update(role=role, seeds=[int(x) for x in g["seed"]], n_seeds=k, n_expected=n_expected,
                    complete=k >= n_expected,
                    mean=m, std=sd, test_values=[float(v) for v in g["test_value"]], val_mean=vm, val_std=vsd,
-                   params_fusion=_num(first.params_fusion), params_total=_num(first.params_total),
-                   gmac_fusion=_num(first.gmac_fusion), gmac_total=_num(first.gmac_total),
-                   latency_ms_p50=_num(first.latency_ms_p50), latency_ms_p90=_num(first.latency_ms_p90),
-                   fusion_latency_ms_p50=_num(first.fusion_latency_ms_p50),
+                   **{k: _num(getattr(first, k)) for k in COST_KEYS},
                    mean_ci_low=np.nan, mean_ci_high=np.nan,
                    pooled=np.nan, ci_low=np.nan, ci_high=np.nan, n_test=None, reference=None,
                    delong_z=np.nan, delong_p=np.nan, p_vs_best=np.nan, p_holm=np.nan, tied=False, note="")
@@ -786,9 +771,7 @@ class MethodJSON(TypedDict):
     fusion_latency_ms_p50: float | None
 
 
-class LeaderboardJSON(TypedDict, total=False):
-    """``other_metrics`` is present only when the suite or the command names extra metrics."""
-
+class _LeaderboardFields(TypedDict):
     schema_version: int
     suite: str
     suite_version: int
@@ -801,6 +784,11 @@ class LeaderboardJSON(TypedDict, total=False):
     statistics: dict[str, Any]
     methods: list[MethodJSON]
     figures: list[str]
+
+
+class LeaderboardJSON(_LeaderboardFields, total=False):
+    """``leaderboard.json``; ``other_metrics`` only when the suite or the command names extra metrics."""
+
     other_metrics: list[dict[str, Any]]
 
 
@@ -823,10 +811,7 @@ def leaderboard_json(df: pd.DataFrame, stats: pd.DataFrame, meta: dict, expected
             pooled=_num(r.pooled), ci_low=_num(r.ci_low), ci_high=_num(r.ci_high),
             n_test=None if r.n_test is None or pd.isna(r.n_test) else int(r.n_test),
             delong_reference=r.reference, delong_z=_num(r.delong_z) if np.isfinite(r.delong_z) else None,
-            delong_p=_num(r.delong_p),
-            params_fusion=r.params_fusion, params_total=r.params_total, gmac_fusion=r.gmac_fusion,
-            gmac_total=r.gmac_total, latency_ms_p50=r.latency_ms_p50, latency_ms_p90=r.latency_ms_p90,
-            fusion_latency_ms_p50=r.fusion_latency_ms_p50))
+            delong_p=_num(r.delong_p), **{k: getattr(r, k) for k in COST_KEYS}))
     seeds = expected_seeds or sorted({int(s) for s in df["seed"]})
     return LeaderboardJSON(
         schema_version=JSON_SCHEMA_VERSION,

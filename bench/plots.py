@@ -16,11 +16,13 @@ import math
 import numpy as np
 import pandas as pd
 
+from bench.results import COST_COLUMNS
+
 #: columns :func:`pareto_png` reads from its ``methods`` frame
 PLOT_COLUMNS = ["fusion", "tabular_encoder", "strategy", "protocol", "mean", "std", "complete",
                 "gmac_total", "latency_ms_p50"]
 
-_COSTS = (("gmac_total", "GMac (total, log scale)"), ("latency_ms_p50", "latency p50 at batch 1 (ms, log scale)"))
+_COSTS = tuple((c.key, c.axis) for c in COST_COLUMNS if c.axis)  # the cost axes, from the one cost schema
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 _DPI = 110
 

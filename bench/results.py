@@ -47,6 +47,58 @@ RESULT_COLUMNS = [
 
 
 @dataclass(frozen=True)
+class CostColumn:
+    """One cost of a method, defined once for every output: ``key`` is its column in ``results.csv``, its
+    field in ``leaderboard.json`` (per method) and in the statistics frame the plots read; ``header`` and
+    ``cell`` give its column in ``leaderboard.md`` (``cell(row)`` of the method's first run; columns
+    that share a header are one markdown cell); ``axis`` labels it when a Pareto plot uses it."""
+
+    key: str
+    header: str
+    axis: str = ""
+
+
+def _cell_params(v) -> str:
+    return "–" if v is None or v != v else f"{v / 1e6:.2f}"
+
+
+def _cell_gmac(v) -> str:
+    if v is None or v != v:
+        return "–"
+    return f"{v:.4f}" if v < 0.1 else f"{v:.3f}"
+
+
+#: the costs beside every metric, in table order (see :class:`CostColumn`)
+COST_COLUMNS = (
+    CostColumn("params_fusion", "Params fusion (M)"),
+    CostColumn("params_total", "Params total (M)"),
+    CostColumn("gmac_fusion", "GMac fusion"),
+    CostColumn("gmac_total", "GMac total", axis="GMac (total, log scale)"),
+    CostColumn("latency_ms_p50", "Latency p50 / p90 (ms)", axis="latency p50 at batch 1 (ms, log scale)"),
+    CostColumn("latency_ms_p90", "Latency p50 / p90 (ms)"),
+    CostColumn("fusion_latency_ms_p50", "Fusion latency p50 (ms)"),
+)
+COST_KEYS = tuple(c.key for c in COST_COLUMNS)
+
+
+def cost_headers() -> list[str]:
+    """The markdown headers of the cost columns (a shared header once)."""
+    return list(dict.fromkeys(c.header for c in COST_COLUMNS))
+
+
+def cost_cells(row: Any) -> list[str]:
+    """The markdown cells of one method's costs, in :func:`cost_headers` order."""
+    def val(key):
+        v = getattr(row, key, None)
+        return None if v is None or v != v else float(v)
+
+    p50, p90, fus = val("latency_ms_p50"), val("latency_ms_p90"), val("fusion_latency_ms_p50")
+    return [_cell_params(val("params_fusion")), _cell_params(val("params_total")), _cell_gmac(val("gmac_fusion")),
+            _cell_gmac(val("gmac_total")), f"{p50:.2f} / {p90:.2f}" if p50 is not None else "–",
+            f"{fus:.3f}" if fus is not None else "–"]
+
+
+@dataclass(frozen=True)
 class RunSpec:
     suite: str
     protocol: str

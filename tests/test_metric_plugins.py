@@ -117,3 +117,16 @@ def test_a_suite_metric_of_another_task_is_refused_before_training(tmp_path, cap
     suite.write_text(f"include: {suites / 'ol3i-incomplete.yaml'}\nmetrics: [brierr]\n")
     assert main(["run", "--suite", str(suite), "--budget", "smoke", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "Did you mean 'brier'" in capsys.readouterr().err
+
+
+def test_costs_are_defined_once_for_every_output():
+    from bench.leaderboard import MethodJSON
+    from bench.plots import _COSTS
+    from bench.results import COST_KEYS, RESULT_COLUMNS, cost_cells, cost_headers
+
+    assert set(COST_KEYS) <= set(RESULT_COLUMNS) and set(COST_KEYS) <= set(MethodJSON.__annotations__)
+    assert [k for k, _ in _COSTS] == ["gmac_total", "latency_ms_p50"]
+    row = pd.Series({"params_fusion": 1.5e6, "params_total": np.nan, "gmac_fusion": 0.01, "gmac_total": 0.2,
+                     "latency_ms_p50": 1.0, "latency_ms_p90": 2.5, "fusion_latency_ms_p50": np.nan})
+    assert cost_cells(row) == ["1.50", "–", "0.0100", "0.200", "1.00 / 2.50", "–"]
+    assert len(cost_cells(row)) == len(cost_headers())
