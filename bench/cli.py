@@ -241,6 +241,17 @@ def _dry_run(suite, args) -> int:
     print(f"[bench] plan of {suite.name} v{suite.version} | budget {suite.budget_name} | seeds {suite.seeds} | "
           f"{args.out / suite.name}")
     print(format_plan(tasks, measured_fit_seconds(args.out, suite)))
+    if args.backend == "ray":
+        from bench.executor import RayPlacement
+
+        place = RayPlacement.from_budget(suite.budget, args.ray_address, use_gpu=args.device == "cuda")
+        where = (f"Ray at {place.address or '$RAY_ADDRESS or a local instance'}: pretraining and fits as tasks of "
+                 f"{place.cpus:g} CPU{'s' if place.cpus != 1 else ''}{f' + {place.gpus:g} GPU' if place.gpus else ''}"
+                 f", {place.max_retries} retries; search trials through Ray Tune")
+    else:
+        where = (f"this machine: {args.workers} worker process{'es' if args.workers > 1 else ''} for the seeds' fits, "
+                 "pretraining, encoding and searches in this process")
+    print(f"[bench] executor: {where}")
     pending = sum(not t.done for t in tasks)
     print(f"[bench] {len(tasks)} tasks, {pending} pending; dry run: nothing trained or written "
           f"({time.perf_counter() - t0:.1f} s)")

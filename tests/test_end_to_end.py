@@ -93,6 +93,10 @@ def test_dry_run_lists_the_plan_and_what_is_done(ol3i_smoke, tmp_path, capsys):
     assert [t.name for t in fresh if t.kind == "fit"] == [t.name for t in fits]
     assert not any(t.done for t in fresh if t.kind in ("fit", "search"))
     assert main(["run", *args, "--out", str(tmp_path / "empty"), "--dry-run"]) == 0
+    assert "executor: this machine: 1 worker process" in capsys.readouterr().out
+    assert main(["run", *args, "--out", str(tmp_path / "empty"), "--dry-run", "--backend", "ray",
+                 "--ray-address", "10.0.0.9:6379"]) == 0  # the plan does not join the cluster
+    assert "executor: Ray at 10.0.0.9:6379: pretraining and fits as tasks of 1 CPU" in capsys.readouterr().out
     assert not (tmp_path / "empty").exists()  # a dry run writes nothing
 
 
