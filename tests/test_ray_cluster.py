@@ -69,14 +69,21 @@ def _stop_node(proc: subprocess.Popen) -> None:
             continue
 
 
-def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
+
+
+def _cluster_env(**extra: str) -> tuple[str, dict, str, list[str]]:
+    """(Ray temp folder, the environment, a free head address, the flags both nodes start with)."""
     ray_tmp = tempfile.mkdtemp(prefix="bray")  # short: Ray's socket paths must stay under 107 characters
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0",
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", **extra,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
-    port = _free_port()
-    address = f"{HOST}:{port}"
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats", f"--node-ip-address={HOST}"]
+    return ray_tmp, env, f"{HOST}:{_free_port()}", common
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
+    ray_tmp, env, address, common = _cluster_env()
+    port = address.rpartition(":")[2]
     suite = tmp_path / "suite.yaml"
     suite.write_text(
         f"include: {SUITES / 'ol3i-incomplete.yaml'}\n"
@@ -144,14 +151,8 @@ def _reports(suite_dir: Path) -> dict[str, dict]:
 def test_whole_suite_on_the_cluster_survives_a_node_killed_mid_suite(tmp_path):
     """Pretraining and final fits are Ray tasks on both nodes; the worker node is killed once a few runs are
     written: those runs stay as they were, the lost tasks are retried on the head, the suite completes."""
-    ray_tmp = tempfile.mkdtemp(prefix="bray")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0",
-           "BENCH_CACHE": str(tmp_path / "cache"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
-    port = _free_port()
-    address = f"{HOST}:{port}"
-    common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats", f"--node-ip-address={HOST}"]
+    ray_tmp, env, address, common = _cluster_env(BENCH_CACHE=str(tmp_path / "cache"))
+    port = address.rpartition(":")[2]
     out = tmp_path / "runs"
     suite_dir = out / "ol3i-incomplete"
     head = worker = None
