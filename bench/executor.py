@@ -28,6 +28,7 @@ process and Ray node its fit ran on.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import socket
@@ -188,6 +189,44 @@ def run_fits(specs: Sequence[RunSpec], fit: Fit, *, workers: int, hooks: RunHook
 
 
 # ---------------------------------------------------------------------------------------------- Ray
+def _open_memmap(filename: str, dtype: str, shape: tuple, offset: int, fortran: bool):
+    import numpy as np
+
+    return np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape,
+                     order="F" if fortran else "C")
+
+
+def _memmap_reducer(a):
+    """A whole read-only memory-mapped array (a large dataset's images) pickles as its file, not its bytes."""
+    import mmap
+
+    import numpy as np
+
+    if isinstance(a.base, mmap.mmap) and a.filename and a.mode == "r":
+        return _open_memmap, (str(a.filename), a.dtype.str, a.shape, int(a.offset), bool(np.isfortran(a)))
+    return a.__reduce_ex__(5)  # a view, or a writable map: its data
+
+
+@contextlib.contextmanager
+def memmaps_by_path():
+    """Inside the block, whole read-only ``np.memmap`` arrays pickle by path (``copyreg``), so a task sent
+    to a Ray worker carries the dataset's file name, not gigabytes of pixels; the workers must see the
+    same path (the README's cluster setup). Nothing else changes how it pickles."""
+    import copyreg
+
+    import numpy as np
+
+    before = copyreg.dispatch_table.get(np.memmap)
+    copyreg.pickle(np.memmap, _memmap_reducer)
+    try:
+        yield
+    finally:
+        if before is None:
+            copyreg.dispatch_table.pop(np.memmap, None)
+        else:
+            copyreg.dispatch_table[np.memmap] = before
+
+
 @dataclass(frozen=True)
 class RayPlacement:
     """What each fit and pretraining asks of the Ray cluster (budget ``cluster``, else ``search.ray``)."""
@@ -286,8 +325,9 @@ def _run_fits_ray(specs, fit, placement: RayPlacement, *, hooks, on_error, run_d
     import ray
 
     task = placement.remote(_ray_fit)
-    fit_ref = ray.put(fit)  # the features and searched settings, sent to the object store once per batch
-    refs = {task.remote(fit_ref, sp, fit.inputs(sp), placement.threads()): sp for sp in specs}
+    with memmaps_by_path():  # the features and searched settings, sent to the object store once per batch
+        fit_ref = ray.put(fit)
+        refs = {task.remote(fit_ref, sp, fit.inputs(sp), placement.threads()): sp for sp in specs}
     pending = list(refs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
@@ -339,7 +379,8 @@ def pretrain_on_ray(jobs: dict[str, tuple[dict, Path]], placement: RayPlacement,
     import ray
 
     task = placement.remote(_ray_pretrain)
-    refs = {task.remote({**kw, "progress": None}, placement.threads()): name for name, (kw, _) in jobs.items()}
+    with memmaps_by_path():
+        refs = {task.remote({**kw, "progress": None}, placement.threads()): name for name, (kw, _) in jobs.items()}
     where: dict[str, dict] = {}
     pending = list(refs)
     while pending:

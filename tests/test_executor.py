@@ -133,3 +133,22 @@ def test_a_fit_sent_back_from_a_node_is_written_with_done_last(tmp_path, monkeyp
     _write_files(rd, {"DONE": b"t\n", "report.json": b"{}", "sub/head.pt": b"x"})
     assert order[-1] == "DONE" and sorted(order) == ["DONE", "head.pt", "report.json"]
     assert not (rd / "FAILED").exists() and (rd / "sub" / "head.pt").read_bytes() == b"x"
+
+
+def test_a_whole_memmap_travels_to_a_ray_task_by_path_and_nothing_else_changes(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from bench.executor import memmaps_by_path
+
+    np.save(tmp_path / "images.npy", np.arange(200_000, dtype=np.float32).reshape(100, 2000))
+    images = np.load(tmp_path / "images.npy", mmap_mode="r")
+    obj = {"images": images, "rows": images[3:5], "plain": np.ones(3)}
+    with memmaps_by_path():
+        blob = pickle.dumps(obj)
+    assert len(blob) < 20_000 < len(pickle.dumps(obj))  # the file name and the view's two rows, not 800 kB
+    back = pickle.loads(blob)
+    assert back["images"].filename == images.filename and np.array_equal(back["images"], images)
+    assert np.array_equal(back["rows"], images[3:5]) and np.array_equal(back["plain"], np.ones(3))
+    assert len(pickle.dumps(obj)) > 800_000  # outside the block, memmaps pickle their bytes as before

@@ -196,9 +196,13 @@ def search_hyperparameters(
     if resources.get("CPU", 0) < cpus:
         raise ConfigError(f"the Ray cluster at {where} has {resources.get('CPU', 0):g} CPUs but a trial asks for {cpus:g}; "
                           "lower search.ray.cpus_per_trial")
-    trainable = tune.with_resources(
-        tune.with_parameters(_trainable, objective=IndexedObjective(objective, plan), seed=seed, threads=max(1, int(cpus))),
-        {"cpu": cpus, "gpu": gpus})
+    from bench.executor import memmaps_by_path
+
+    with memmaps_by_path():  # a large dataset's images travel as their file, not their bytes
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, objective=IndexedObjective(objective, plan), seed=seed,
+                                 threads=max(1, int(cpus))),
+            {"cpu": cpus, "gpu": gpus})
     pruning = pruner_settings(budget)
     grace = max(1, pruning["warmup_epochs"])
     max_t = max(int(max_epochs), grace) + 1  # + the final report of a trial that ran every epoch
