@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list registered plug-ins and suites", epilog=EPILOG_LIST,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ls.add_argument("kind", nargs="?", help="image_encoder | tabular_encoder | fusion | dataset | suite")
+    ls.add_argument("kind", nargs="?", help="image_encoder | tabular_encoder | fusion | dataset | suite | metric | protocol")
     ls.add_argument("pattern", nargs="?", help="shell-style wildcard, e.g. 'ft*'")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
