@@ -79,22 +79,23 @@ def default_threads(workers: int) -> int:
 
 
 class _Relay(RunHooks):
-    """A child's hooks: every event goes over the queue to the parent, which calls the real hooks."""
+    """A worker's hooks: every event is handed to ``put`` (a forked child's queue, a Ray task's list), and
+    the parent calls the real hooks with it (:func:`_deliver`)."""
 
-    def __init__(self, queue) -> None:
-        self.queue = queue
+    def __init__(self, put: Callable[[tuple], Any]) -> None:
+        self.put = put
 
     def run_start(self, spec, params):
-        self.queue.put(("run_start", spec, params))
+        self.put(("run_start", spec, params))
 
     def epoch_end(self, spec, epoch, metrics):
-        self.queue.put(("epoch_end", spec, epoch, metrics))
+        self.put(("epoch_end", spec, epoch, metrics))
 
     def run_end(self, spec, report, run_dir):
-        self.queue.put(("run_end", spec, str(run_dir)))  # the parent reads the written report
+        self.put(("run_end", spec, str(run_dir)))  # the parent reads the written report
 
     def run_failed(self, spec, reason, run_dir):
-        self.queue.put(("run_failed", spec, reason, str(run_dir)))
+        self.put(("run_failed", spec, reason, str(run_dir)))
 
 
 def _child(fit: Fit, on_error: OnError, spec: RunSpec, queue, threads: int) -> None:
@@ -108,7 +109,7 @@ def _child(fit: Fit, on_error: OnError, spec: RunSpec, queue, threads: int) -> N
             inductor_config.compile_threads = 1
         except Exception:  # noqa: BLE001 - no Inductor: nothing to compile
             pass
-        relay = _Relay(queue)
+        relay = _Relay(queue.put)
         try:
             fit(spec, relay)
         except Exception as exc:  # noqa: BLE001 - recorded as the sequential loop records it
@@ -257,22 +258,6 @@ class RayPlacement:
         return max(1, int(self.cpus))
 
 
-class _Collect(RunHooks):
-    """A Ray task's hooks: the events are kept and returned with the task's result."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-
-    def run_start(self, spec, params):
-        self.events.append(("run_start", spec, params))
-
-    def epoch_end(self, spec, epoch, metrics):
-        self.events.append(("epoch_end", spec, epoch, metrics))
-
-    def run_end(self, spec, report, run_dir):
-        self.events.append(("run_end", spec, None))  # this process writes the run; the driver names its folder
-
-
 def _files_under(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -289,9 +274,10 @@ def _ray_fit(fit, spec: RunSpec, inputs: dict[str, bytes], threads: int) -> dict
         for rel, blob in inputs.items():
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             (out / rel).write_bytes(blob)
-        hooks, error = _Collect(), None
+        events: list[tuple] = []  # returned with the result; the driver delivers them for its own run folder
+        error = None
         try:
-            fit.relocated(out)(spec, hooks)
+            fit.relocated(out)(spec, _Relay(events.append))
         except Exception as exc:  # noqa: BLE001 - recorded by the driver as the local loop records it
             error = exc
         files = _files_under(run_dir(out, spec)) if error is None else {}
@@ -302,23 +288,18 @@ def _ray_fit(fit, spec: RunSpec, inputs: dict[str, bytes], threads: int) -> dict
             pickle.dumps(error)
         except Exception:  # noqa: BLE001
             error = RuntimeError(f"{type(error).__name__}: {error}")
-    return {"files": files, "events": hooks.events, "error": error}
+    return {"files": files, "events": events, "error": error}
 
 
 def _write_files(rd: Path, files: dict[str, bytes]) -> None:
     """A fit's files into its run directory, ``DONE`` last (a crash in between leaves an unfinished run)."""
-    from bench.results import FAILED
+    from bench.results import FAILED, atomic_write_bytes
 
     for marker in ("DONE", FAILED):
         if (rd / marker).exists():
             (rd / marker).unlink()
-    rd.mkdir(parents=True, exist_ok=True)
     for rel in sorted(files, key=lambda r: r == "DONE"):
-        dest = rd / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(files[rel])
-        os.replace(tmp, dest)
+        atomic_write_bytes(rd / rel, files[rel])
 
 
 def _run_fits_ray(specs, fit, placement: RayPlacement, *, hooks, on_error, run_dir_of, on_done) -> None:

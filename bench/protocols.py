@@ -163,8 +163,6 @@ def apply_protocol(spec: dict, tab: PreparedTabular, importance_ranking: list[st
 
 MISSING_MODALITY = ("missing-image", "missing-tabular")
 CELL_FLAVOURS = ("random-cells", "random-features", "most-important", "least-important")
-MISSING_PROTOCOLS = (*MISSING_MODALITY, "missing-cells")
-ALL_PROTOCOLS = ("complete", "incomplete-tabular", *MISSING_PROTOCOLS)
 
 
 def _rates(spec: dict, key: str, default: list[float]) -> list[float]:

@@ -49,9 +49,9 @@ RESULT_COLUMNS = [
 @dataclass(frozen=True)
 class CostColumn:
     """One cost of a method, defined once for every output: ``key`` is its column in ``results.csv``, its
-    field in ``leaderboard.json`` (per method) and in the statistics frame the plots read; ``header`` and
-    ``cell`` give its column in ``leaderboard.md`` (``cell(row)`` of the method's first run; columns
-    that share a header are one markdown cell); ``axis`` labels it when a Pareto plot uses it."""
+    field in ``leaderboard.json`` (per method) and in the statistics frame the plots read; ``header`` is
+    its column in ``leaderboard.md`` (columns that share a header are one cell, formatted by
+    :func:`cost_cells`); ``axis`` labels it when a Pareto plot uses it."""
 
     key: str
     header: str
