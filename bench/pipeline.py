@@ -453,6 +453,7 @@ def run_suite(
         return RunSpec(suite.name, setting, image_label, tab_name, label, strategy, seed)
 
     shared: list = []  # pretrain.image_encoder: shared -> [SharedImage] once the anchor pair is pretrained
+    image_probes: dict[str, float] = {}  # image probe's validation metric by image encoder (pretrained key | random-init)
 
     def record_failed(sp: RunSpec, exc: BaseException, run_hooks: RunHooks) -> None:
         """A fit that raised (a broken plug-in, a NaN loss, out of memory): recorded; the suite goes on."""
@@ -555,7 +556,12 @@ def run_suite(
             # Rconf from frozen unimodal probes on the protocol's data (appendix A.4)
             if data_key not in probe_cache:
                 probe_cfg = budget.get("probes", {"max_epochs": 50, "patience": 10})
-                m_img = unimodal_probe(img_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
+                # the image features do not depend on the protocol, and pairs that share one image encoder
+                # (pretrain.image_encoder: shared) have the same ones: each image probe is fitted once
+                image_key = pinfo.get("image_key", pinfo["cache_key"])
+                if image_key not in image_probes:
+                    image_probes[image_key] = unimodal_probe(img_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
+                m_img = image_probes[image_key]
                 m_tab = unimodal_probe(tab_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
                 rconf = confidence_ratio(m_img, m_tab)
                 override = suite.raw.get("rconf", "measured")
@@ -564,7 +570,10 @@ def run_suite(
                 _say(f"[bench] {tab_name} / {data_key}: unimodal probes (val) image {m_img:.4f}, "
                      f"tabular {m_tab:.4f} -> Rconf {rconf:.3f}{'' if override == 'measured' else ' (fixed by the suite)'}")
                 # the same probes on the randomly initialised encoders: what pretraining bought
-                r_img = unimodal_probe(encode_images(init_img, data.images)[1], prep, loss, probe_cfg, PRETRAIN_SEED)
+                if "random-init" not in image_probes:  # every pair's image encoder starts from the same weights
+                    image_probes["random-init"] = unimodal_probe(encode_images(init_img, data.images)[1], prep, loss,
+                                                                 probe_cfg, PRETRAIN_SEED)
+                r_img = image_probes["random-init"]
                 r_tab = unimodal_probe(encode_tabular(init_tab, proto.x_num, proto.x_cat, False)[1], prep, loss,
                                        probe_cfg, PRETRAIN_SEED)
                 _say(f"[bench]   random-init encoders: image {r_img:.4f}, tabular {r_tab:.4f}")
@@ -687,10 +696,9 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
     prep, data = ctx.prep, ctx.prep.data
     hooks = hooks or HookList()
     hooks.run_start(sp, {**best, "rconf": ctx.rconf, **ctx.fusion_kwargs})
-    t0 = time.perf_counter()
     val_name = f"val_{primary_metric(data.task)}"
-    model, fit_res = ctx.train(best, sp.seed, on_epoch=lambda epoch, val: hooks.epoch_end(sp, epoch, {val_name: val}))
-    seconds = round(time.perf_counter() - t0, 2)
+    model, fit_res, seconds, reused = ctx.final_train(
+        best, sp.seed, on_epoch=lambda epoch, val: hooks.epoch_end(sp, epoch, {val_name: val}))
     rd = run_dir(ctx.out, sp)
     if sp.strategy == "frozen":  # the head a warm-started trainable run starts from
         rd.mkdir(parents=True, exist_ok=True)
@@ -751,7 +759,9 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
         test=test, val=val, hyperparameters={**best, "rconf": ctx.rconf, **ctx.fusion_kwargs},
         profile=profile, provenance=prov,
         training={"epochs_run": fit_res.epochs_run, "best_epoch": fit_res.best_epoch, "seconds": seconds,
-                  "history": fit_res.history, "search": search_info, "pretraining": pinfo, "probes": probes,
+                  "history": fit_res.history, "search": search_info,
+                  **({"fit": "the search's trial with this configuration and seed (the same computation)"}
+                     if reused else {}), "pretraining": pinfo, "probes": probes,
                   "protocol": ctx.describe(), "warm_start": "frozen head of the same seed" if warm else "none",
                   "kind": getattr(get("fusion", parse_variant(sp.fusion)[0]), "role", "fusion"),
                   "logit_offset_removed": offset, **encoder_change},
@@ -820,6 +830,10 @@ class DataState:
     tabular_available: np.ndarray | None = None
 
 
+def _fit_key(hp: dict, seed: int) -> str:
+    return json.dumps({"hp": hp, "seed": int(seed)}, sort_keys=True, default=str)
+
+
 class _RunContext:
     """Everything one (training setting, encoder pair, fusion, strategy) needs to train for a seed."""
 
@@ -845,6 +859,7 @@ class _RunContext:
         self.has_cat = self.proto.x_cat.shape[1] > 0
         self.fit_state = self.base
         self.test_states: dict = {}
+        self.search_fits: dict[str, tuple] = {}  # the search's frozen fits by (configuration, seed): see final_train
         self.fusion_reads_tab_tokens = bool(getattr(get("fusion", parse_variant(fusion_name)[0]), "needs_tabular_tokens", False))
 
     def describe(self) -> str:
@@ -942,12 +957,39 @@ class _RunContext:
         return model, res
 
     def objective(self, hp: dict, seed: int, on_epoch=None) -> float:
-        """Train on the training split; the best validation metric (``on_epoch(epoch, val)`` after each epoch)."""
-        return self.train(hp, seed, on_epoch=on_epoch)[1].best_val
+        """Train on the training split; the best validation metric (``on_epoch(epoch, val)`` after each epoch).
+
+        A frozen-feature trial's fit is kept (:meth:`final_train` takes it instead of repeating it)."""
+        t0 = time.perf_counter()
+        model, res = self.train(hp, seed, on_epoch=on_epoch)
+        if self.strategy == "frozen":  # a fusion head: small enough to keep until the seeds' final fits
+            self.search_fits[_fit_key(hp, seed)] = (model, res, round(time.perf_counter() - t0, 2))
+        return res.best_val
+
+    def final_train(self, hp: dict, seed: int, on_epoch=None):
+        """``(model, fit result, seconds, reused)`` for a seed's final fit.
+
+        The search trial of this configuration at this seed, run by this process on this setting, is the
+        same computation as the final fit (same data, initialisation, batches and epochs; the search seed
+        is the suite's first seed), so its fit is taken instead of being repeated (``reused``; its epochs
+        are replayed to ``on_epoch``, ``seconds`` is what it cost). Anything else trains here.
+        """
+        kept = self.search_fits.pop(_fit_key(hp, seed), None)
+        if kept is not None:
+            self.prepare_fit(seed)
+            model, res, seconds = kept
+            for row in res.history if on_epoch is not None else ():
+                if "val" in row:
+                    on_epoch(row["epoch"], row["val"])
+            return model, res, seconds, True
+        t0 = time.perf_counter()
+        model, res = self.train(hp, seed, on_epoch=on_epoch)
+        return model, res, round(time.perf_counter() - t0, 2), False
 
     def __getstate__(self) -> dict:
         """Pickled for remote search trials (Ray): a frozen-feature run leaves the raw images behind."""
         state = dict(self.__dict__)
+        state["search_fits"] = {}  # fits kept by trials in this process stay here
         if self.strategy == "frozen":
             data = copy.copy(self.prep.data)
             data.images = data.images[:0]

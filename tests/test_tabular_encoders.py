@@ -511,6 +511,22 @@ def test_ft_mamba_cls_is_last():
     assert not torch.allclose(out2.pooled, out.pooled)
 
 
+def test_ft_mamba_mean_pooling_sees_every_token_and_keeps_the_tokens():
+    n_num, cards = FEATURES[0]
+    torch.manual_seed(0)
+    cls_enc = FTMamba(n_num=n_num, cat_cardinalities=cards, d_token=16, backend="cpu").eval()
+    torch.manual_seed(0)
+    mean_enc = FTMamba(n_num=n_num, cat_cardinalities=cards, d_token=16, backend="cpu", pooling="mean").eval()
+    x_num, x_cat = make_inputs(n_num, cards)
+    a, b = cls_enc(x_num, x_cat), mean_enc(x_num, x_cat)
+    assert torch.equal(a.tokens, b.tokens)  # the same network and state_dict: only the pooled vector differs
+    assert set(cls_enc.state_dict()) == set(mean_enc.state_dict())
+    assert torch.allclose(b.pooled, b.tokens.mean(dim=1))
+    assert not torch.allclose(a.pooled, b.pooled)
+    with pytest.raises(ValueError, match="'max'"):
+        FTMamba(n_num=n_num, cat_cardinalities=cards, pooling="max")
+
+
 def test_ft_mamba_backend_and_scans():
     n_num, cards = FEATURES[0]
     torch.manual_seed(0)
