@@ -42,7 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["bench_data_path", "bench_frozen_sweep", "bench_ft_mamba", "bench_latency", "main"]
+from bench.fast_paths import image_batch
+
+__all__ = ["bench_data_path", "bench_frozen_sweep", "bench_ft_mamba", "bench_image_layout", "bench_latency", "main"]
 
 N_FEATURES = 423  # the OL3I EHR table
 
@@ -247,7 +249,8 @@ def _synthetic(n: int, image_size: int, cache_dir: str):
 
 
 # the cpu budget's tabular encoders (bench/suites/_budgets.yaml)
-TABULAR = {"mlp": {}, "ft_transformer": {"d_token": 32, "n_heads": 1}, "ft_mamba": {"d_token": 32, "d_state": 16}}
+TABULAR = {"mlp": {}, "ft_transformer": {"d_token": 32, "n_heads": 1},
+           "ft_mamba": {"d_token": 32, "d_state": 16, "pooling": "mean"}}
 
 
 def _encoders(image_size: int, n_num: int, tabular: str = "mlp", tokens: bool = False):
@@ -496,7 +499,7 @@ def bench_data_path(
         del arr
         mm = np.load(path, mmap_mode="r")
         batches = [np.sort(rng.choice(n, size=batch, replace=False)) for _ in range(n_batches)]
-        images = torch.from_numpy(np.array(mm[batches[0]]))
+        images = image_batch(mm[batches[0]])  # as the harness feeds a trainable step (bench.fast_paths)
 
         def load() -> None:
             for idx in batches:
@@ -519,6 +522,48 @@ def bench_data_path(
         "load_samples_per_s": load_sps,
         "train_step_samples_per_s": step_sps,
         "ratio_load_over_consume": load_sps / step_sps,
+    }
+
+
+def bench_image_layout(
+    *, image_size: int = 64, eval_batch: int = 256, train_batch: int = 128, repeats: int = 5, seed: int = 0,
+) -> dict[str, Any]:
+    """The harness's channels-last image batches (:func:`bench.fast_paths.image_batch`) against PyTorch's
+    default layout: the suite's image encoder (resnet10t), inference and a training step, same weights."""
+    from bench.registry import get
+
+    torch.manual_seed(seed)
+    enc = get("image_encoder", "timm")(model_name="resnet10t", in_chans=1, image_size=image_size)
+    rng = np.random.default_rng(seed)
+    ev = rng.random((eval_batch, 1, image_size, image_size), dtype=np.float32)
+    tr = rng.random((train_batch, 1, image_size, image_size), dtype=np.float32)
+    default = {"eval": torch.from_numpy(ev), "train": torch.from_numpy(tr)}
+    fast = {"eval": image_batch(ev), "train": image_batch(tr)}
+
+    def infer(x: torch.Tensor):
+        enc.eval()
+        with torch.inference_mode():
+            return enc(x).pooled
+
+    def step(x: torch.Tensor) -> None:
+        enc.train()
+        enc.zero_grad(set_to_none=True)
+        enc(x).pooled.square().mean().backward()
+
+    diff = float((infer(default["eval"]) - infer(fast["eval"])).abs().max())
+    secs = _interleaved({"eval_default": lambda: infer(default["eval"]), "eval_channels_last": lambda: infer(fast["eval"]),
+                         "train_default": lambda: step(default["train"]),
+                         "train_channels_last": lambda: step(fast["train"])}, repeats)
+    return {
+        "config": {"model": "resnet10t", "image_size": image_size, "eval_batch": eval_batch,
+                   "train_batch": train_batch, "repeats": repeats},
+        "samples_per_s": {"eval_default": eval_batch / secs["eval_default"],
+                          "eval_channels_last": eval_batch / secs["eval_channels_last"],
+                          "train_default": train_batch / secs["train_default"],
+                          "train_channels_last": train_batch / secs["train_channels_last"]},
+        "ratio_eval": secs["eval_default"] / secs["eval_channels_last"],
+        "ratio_train": secs["train_default"] / secs["train_channels_last"],
+        "pooled_max_abs_diff": diff,
     }
 
 
@@ -680,6 +725,16 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
         r = dp["ratio_load_over_consume"]
         rows.append(_row("mmap batch loading, samples/s (vs train step samples/s)", dp["load_samples_per_s"],
                          dp["train_step_samples_per_s"], r, ">= 3", r >= 3))
+    il = res.get("image_layout")
+    if il:
+        s = il["samples_per_s"]
+        for what, label in (("eval", "inference"), ("train", "training step")):
+            r = il[f"ratio_{what}"]
+            rows.append(_row(f"resnet10t {label}, channels-last batches (bench.fast_paths), samples/s (vs default "
+                             "layout)", s[f"{what}_channels_last"], s[f"{what}_default"], r, "> 1", r > 1))
+        d = il["pooled_max_abs_diff"]
+        rows.append(_row("resnet10t channels-last vs default layout, pooled features max abs diff", d, None, None,
+                         "<= 1e-4", d <= 1e-4))
     fc = res.get("ft_mamba_cuda")
     if fc and "skipped" not in fc:
         s = fc["samples_per_s"]
@@ -739,6 +794,7 @@ SIZES = {
         "frozen_sweep": {"n": 1000, "image_size": 64, "epochs": 20, "repeats": 3, "tabular": "ft_transformer",
                          "fusions": None, "seeds": (2022,), "overhead_fusions": ("concat", "amf")},
         "data_path": {"n": 8139, "image_size": 64, "n_batches": 20, "repeats": 5},
+        "image_layout": {"image_size": 64, "repeats": 5},
         "latency": {"batch_sizes": (1, 8, 32, 128), "runs": 30, "rounds": 3},
         "ft_mamba_cuda": {"batch": 64, "d_token": 64, "steps": 20, "repeats": 5},
         "latency_cuda": {"batch_sizes": (1, 8, 32, 128), "runs": 60, "rounds": 3, "device": "cuda"},
@@ -747,6 +803,7 @@ SIZES = {
         "ft_mamba": {"batch": 16, "d_token": 32, "repeats": 2},
         "frozen_sweep": {"n": 300, "image_size": 32, "epochs": 3, "batch_size": 64, "repeats": 2},
         "data_path": {"n": 2000, "image_size": 64, "n_batches": 5, "repeats": 3},
+        "image_layout": {"image_size": 64, "eval_batch": 64, "train_batch": 32, "repeats": 2},
         "latency": {"batch_sizes": (1, 8), "runs": 30, "rounds": 3},
         "ft_mamba_cuda": {"batch": 16, "d_token": 32, "steps": 5, "repeats": 2},
         "latency_cuda": {"batch_sizes": (1, 8), "runs": 30, "rounds": 3, "device": "cuda"},
@@ -757,6 +814,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "ft_mamba": bench_ft_mamba,
     "frozen_sweep": bench_frozen_sweep,
     "data_path": bench_data_path,
+    "image_layout": bench_image_layout,
     "latency": bench_latency,
     # on a CUDA machine only (each returns {"skipped": ...} elsewhere)
     "ft_mamba_cuda": bench_ft_mamba_cuda,

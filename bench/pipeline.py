@@ -37,6 +37,7 @@ from bench.api import FusionDims, FusionOutput, MultimodalModel, zero_missing
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
 from bench.executor import RayPlacement, pretrain_on_ray, process_info, run_fits
+from bench.fast_paths import image_batch
 from bench.fingerprint import planned_specs, reconcile, run_fingerprint, search_stem
 from bench.hooks import HookList, RunHooks
 from bench.importance import ig_importance
@@ -207,7 +208,7 @@ def encode_images(encoder: nn.Module, images: np.ndarray, batch_size: int = 256)
     dev = _device_of(encoder)
     toks, pooled = [], []
     for i in range(0, len(images), batch_size):
-        out = encoder(torch.from_numpy(np.array(images[i : i + batch_size], dtype=np.float32)).to(dev))
+        out = encoder(image_batch(images[i : i + batch_size], dev))
         toks.append(out.tokens.clone())
         pooled.append(out.pooled.clone())
     return torch.cat(toks), torch.cat(pooled)
@@ -805,7 +806,7 @@ def _profile(img_enc, tab_enc, fusion_name, dims, n_out, fusion_kwargs, rconf, d
     fusion = build_fusion(fusion_name, dims, n_out, fusion_kwargs, rconf)
     model = MultimodalModel(copy.deepcopy(img_enc), copy.deepcopy(tab_enc), fusion.to(_device_of(img_enc))).eval()
     example = {
-        "images": torch.from_numpy(np.array(data.images[:1], dtype=np.float32)),
+        "images": image_batch(data.images[:1]),
         "x_num": torch.zeros(1, len(data.num_names)),
         "x_cat": torch.zeros(1, len(data.cat_names), dtype=torch.long) if data.cat_names else None,
     }
@@ -923,7 +924,7 @@ class _RunContext:
                 if ta is not None:
                     tab_tok, tab_pooled = zero_missing(tab_tok, ta), zero_missing(tab_pooled, ta)
                 return model(img_tok, img_pooled, tab_tok, tab_pooled, ia, ta)
-            images = torch.as_tensor(np.asarray(self.images[idx])).to(dev)
+            images = image_batch(self.images[idx], dev)
             return model(images, state.x_num[idx].to(dev), state.x_cat[idx].to(dev) if self.has_cat else None, ia, ta)
         return forward
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.executor import process_info
+from bench.fast_paths import image_batch
 from bench.registry import get
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def heldout_contrastive(img_enc: nn.Module, tab_enc: nn.Module, head_img: nn.Mod
         for start in range(0, n_full, batch_size):
             idx = rows[start : start + batch_size]
             xc = torch.as_tensor(x_cat[idx]).to(device)
-            z_img = head_img(img_enc(torch.as_tensor(np.asarray(images[idx], dtype=np.float32)).to(device)).pooled)
+            z_img = head_img(img_enc(image_batch(images[idx], device)).pooled)
             z_tab = head_tab(tab_enc(torch.as_tensor(x_num[idx]).to(device), xc if xc.shape[1] else None).pooled)
             losses.append(itc_loss(z_img, z_tab, temperature).item())
             sim = F.normalize(z_img, dim=-1) @ F.normalize(z_tab, dim=-1).T
@@ -251,7 +252,7 @@ def heldout_supervised(heads: SupervisedHeads, img_enc: nn.Module, tab_enc: nn.M
         for start in range(0, len(rows), batch_size):
             idx = rows[start:start + batch_size]
             xc = torch.as_tensor(x_cat[idx]).to(device)
-            h_img = img_enc(torch.as_tensor(np.asarray(images[idx], dtype=np.float32)).to(device)).pooled
+            h_img = img_enc(image_batch(images[idx], device)).pooled
             h_tab = tab_enc(torch.as_tensor(x_num[idx]).to(device), xc if xc.shape[1] else None).pooled
             for k, o in heads(h_img, h_tab).items():
                 outs[k].append(o.cpu().numpy())
@@ -398,8 +399,8 @@ def pretrain_pair(
     else:  # the fixed image side (eval mode): every pool row's features and projection, once, without augmentation
         modules.eval()
         with torch.no_grad():
-            h_fixed = torch.cat([img_enc(torch.as_tensor(np.asarray(images[pool[i:i + 256]], dtype=np.float32))
-                                         .to(device)).pooled for i in range(0, len(pool), 256)])
+            h_fixed = torch.cat([img_enc(image_batch(images[pool[i:i + 256]], device)).pooled
+                                 for i in range(0, len(pool), 256)])
             z_fixed = head_img(h_fixed)
         tab_enc.train()
         head_tab.train()
@@ -418,7 +419,7 @@ def pretrain_pair(
                 rows_t = torch.as_tensor(sel, device=z_fixed.device)
                 h_img, z_img = h_fixed[rows_t], z_fixed[rows_t]
             else:
-                img = augment_images(torch.as_tensor(np.asarray(images[idx])), gen).to(device)
+                img = image_batch(augment_images(torch.as_tensor(np.asarray(images[idx])), gen), device)
                 h_img = img_enc(img).pooled
                 z_img = head_img(h_img)
             h_tab = tab_enc(xn, xc if xc.shape[1] else None).pooled

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ TINY = {
     "ft_mamba": {"n_features": 12, "batch": 4, "d_token": 8, "n_blocks": 1, "d_state": 4, "repeats": 1},
     "frozen_sweep": {"n": 120, "image_size": 32, "epochs": 1, "batch_size": 32, "repeats": 1},
     "data_path": {"n": 200, "image_size": 32, "batch": 16, "n_batches": 2, "repeats": 1},
+    "image_layout": {"image_size": 32, "eval_batch": 4, "train_batch": 4, "repeats": 1},
     "latency": {"batch_sizes": (1, 2), "image_dim": 32, "image_tokens": 4, "tab_dim": 8, "d_model": 16,
                 "n_layers": 1, "runs": 3, "rounds": 1},
     "ft_mamba_cuda": {"n_features": 12, "batch": 4, "d_token": 8, "n_blocks": 1, "d_state": 4, "steps": 1,
@@ -75,6 +77,27 @@ def test_data_path_figures():
     r = perf.bench_data_path(**TINY["data_path"])
     for k in ("load_samples_per_s", "train_step_samples_per_s", "ratio_load_over_consume"):
         _positive(r[k], k)
+
+
+def test_image_layout_figures():
+    r = perf.bench_image_layout(**TINY["image_layout"])
+    for k, v in r["samples_per_s"].items():
+        _positive(v, k)
+    _positive(r["ratio_eval"], "ratio_eval")
+    _positive(r["ratio_train"], "ratio_train")
+    assert r["pooled_max_abs_diff"] <= 1e-4  # the same convolutions, to float32 rounding
+    rows = [row for row in perf.build_rows({"image_layout": r}) if "channels-last" in row["figure"]]
+    assert len(rows) == 3 and all(row["met"] in ("yes", "no") for row in rows)
+
+
+def test_image_batches_are_float32_channels_last_on_cpu():
+    from bench.fast_paths import image_batch
+
+    arr = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)
+    x = image_batch(arr)
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, torch.from_numpy(arr).float())  # the same values, another memory layout
+    assert image_batch(torch.zeros(3, 5)).is_contiguous()  # not an image batch: left as it is
 
 
 def test_latency_figures():
