@@ -46,6 +46,7 @@ from bench.metrics import evaluate, primary_metric
 from bench.preflight import preflight
 from bench.pretrain import (
     EncoderSpec,
+    SharedImage,
     cache_root,
     pretrain_cache_path,
     pretrain_pair,
@@ -375,149 +376,206 @@ def run_suite(
     fits run in that many forked processes, the torch threads divided between them (:mod:`bench.executor`).
     ``backend`` ray: the searches' trials, the pairs' pretraining and the seeds' final fits are Ray tasks
     on the cluster (:class:`bench.executor.RayPlacement`); everything else runs here.
+
+    The stages, in the order they run (each a method of :class:`SuiteRun`): the checks, the data and
+    the importance ranking (``SuiteRun.__init__``); per encoder pair its pretraining (:meth:`SuiteRun.pair`);
+    per pair and protocol the frozen features, the unimodal probes and the reference rows
+    (:meth:`SuiteRun.setting`); per method its latency profile, search and seeds' fits
+    (:meth:`SuiteRun.method`); then the leaderboard (:meth:`SuiteRun.finish`). ``bench run --dry-run``
+    lists the same stages as tasks (:mod:`bench.plan`).
     """
-    hooks = HookList(hooks)
     t_start = time.perf_counter()
-    check_backend(backend, storage, ray_address)
-    if backend == "ray" and workers > 1:
-        raise ConfigError("--workers is for this machine's processes; with --backend ray the fits already spread over "
-                          "the cluster: drop --workers (or use --backend optuna)")
-    preflight(suite, out, backend=backend, storage=storage)  # --out, cache, storage, unreadable files: before any data
-    dev = resolve_device(device)
-    env = environment()
-    suite_dir = out / suite.name
-    data = load_data(suite, data_root, dataset)
-    prov = data_provenance(data)
-    # what each run is made with now; a finished run made otherwise is set aside and run again
-    reconcile(out, suite, lambda sp: run_fingerprint(suite, prov, sp), planned_specs(suite), force=force, say=_say)
-    prep = prepare(data)
-    loss = LossConfig.from_dict(suite.loss)
-    if data.task != "binary" and loss.name != "ce":
-        raise ConfigError(f"suite {suite.name!r}: loss {loss.name!r} needs a binary task; {data.provenance.dataset} is {data.task}")
-    n_out = 1 if data.task == "binary" else data.n_classes
-    for name in suite.metrics:  # a metric of another task would fail only when the leaderboard is rendered
-        if data.task not in get("metric", name).tasks:
-            raise ConfigError(f"suite {suite.name!r}: metric {name!r} is for {'/'.join(get('metric', name).tasks)} "
-                              f"tasks; {data.provenance.dataset} is {data.task}: drop it from the suite's metrics")
-    budget = suite.budget
-    placement = RayPlacement.from_budget(budget, ray_address, dev.type == "cuda") if backend == "ray" else None
-    _say(f"[bench] suite {suite.name} v{suite.version} | budget {suite.budget_name} | data {prov['dataset']} "
-         f"({prov['source']}, {prov['version']}, n={data.n}, image {data.image_shape}) | seeds {suite.seeds}")
-    variants, refused = suite.fusion_variants()
-    for name, why in refused.items():
-        _say(f"[bench] refused {name}: {why}")
+    run = SuiteRun(suite, out=out, data_root=data_root, force=force, progress=progress, device=device,
+                   backend=backend, storage=storage, ray_address=ray_address, dataset=dataset, hooks=hooks,
+                   workers=workers)
+    run.pretrain_on_cluster()
+    for tab_name in suite.tabular_encoders:
+        run.pair(tab_name)
+    return run.finish(t_start)
 
-    # importance ranking for incomplete-tabular and importance-ranked missing-cells protocols
-    importance = None
-    if needs_importance(suite):
-        icfg = budget.get("importance", {})
-        model_name = icfg.get("model", "resnet")
-        _say(f"[bench] feature importance: integrated gradients of a supervised {model_name} on the training split")
-        importance = ig_importance(
-            x_num=prep.tab.x_num, x_cat=prep.tab.x_cat, names=prep.tab.num_names + prep.tab.cat_names,
-            y=data.y, train_idx=prep.train, val_idx=prep.val, task=data.task, n_classes=data.n_classes,
-            model_name=model_name, model_kwargs=suite.tabular_config(model_name), loss=loss, cfg=icfg, seed=PRETRAIN_SEED)
-        top = ", ".join(f"{k} {v:.1%}" for k, v in list(importance["scores"].items())[:3])
-        _say(f"[bench]   most important: {top}")
-    settings = train_settings(suite, prep.tab, importance)
-    plans = [pl for pl in (missingness_plan(p) for p in suite.protocols) if pl is not None]
 
-    atomic_write_json(suite_dir / "suite.json", {
-        "suite": suite.name, "version": suite.version, "budget": suite.budget_name, "budget_config": budget,
-        "seeds": suite.seeds, "tabular_encoders": suite.tabular_encoders, "fusions": [v[0] for v in variants],
-        "refused": refused, "strategies": suite.strategies, **({"metrics": suite.metrics} if suite.metrics else {}),
-        "protocols": {**{k: v.proto.describe() for k, v in settings.items() if v.train_cond.kind == "none"
-                         and k not in {pl.name for pl in plans}},
-                      **{pl.name: pl.describe() for pl in plans}},
-        "missingness": [{"name": pl.name, "kind": pl.kind, "flavour": pl.flavour, "train_rates": pl.train_rates,
-                         "test_rates": pl.test_rates} for pl in plans],
-        "provenance": prov, "importance": importance, "environment": env, "loss": suite.loss,
-        "search": {**budget.get("search", {}), **describe(backend, budget.get("search", {}))},
-    })
+@dataclass
+class EncoderPair:
+    """One pretrained encoder pair and what its protocols share: the image features (encoded once), the
+    randomly initialised encoders (for the probes' baseline), the probes by protocol data and the
+    frozen test-condition features."""
 
-    image_spec = image_encoder_spec(suite, data)
-    image_label = image_spec.kwargs.get("model_name", image_spec.name)
-    runs_total = len(suite.tabular_encoders) * len(settings) * len(variants) * len(suite.strategies) * len(suite.seeds)
-    bar = tqdm(total=runs_total, desc=f"{suite.name} runs", unit="run", disable=not progress, dynamic_ncols=True)
-    profiles: dict[tuple[str, str], dict] = {}
-    # fusions that read every tabular token (not only the pooled one) need them encoded and cached
-    needs_tab_tokens = any(getattr(get("fusion", base), "needs_tabular_tokens", False) for _, base, _ in variants)
+    tab_name: str
+    img_enc: nn.Module
+    tab_enc: nn.Module
+    pinfo: dict
+    init_img: nn.Module
+    init_tab: nn.Module
+    img_tokens: torch.Tensor | None = None
+    img_pooled: torch.Tensor | None = None
+    probes: dict[str, dict] = dataclasses.field(default_factory=dict)
+    test_states: dict = dataclasses.field(default_factory=dict)
 
-    searched: set[str] = set()  # the searches (stems) run by this invocation
-    # reference rows (bench.reference): classical models on the table (+ each pair's image features), ceilings
-    reference_models = bool(budget.get("reference", {}).get("classical", True))
-    reference_ids: list[str] = []
-    reference_done: set[str] = set()
-    ceilings = synthetic_ceilings(data)
 
-    def spec_of(setting: str, tab_name: str, label: str, strategy: str, seed: int) -> RunSpec:
-        return RunSpec(suite.name, setting, image_label, tab_name, label, strategy, seed)
+class SuiteRun:
+    """One invocation of a suite, stage by stage (see :func:`run_suite`): what every stage reads (the
+    suite, its data and settings, where runs are written) and what the stages share (the shared image
+    encoder, the image probes, the latency profiles, the searches run, the reference rows written)."""
 
-    shared: list = []  # pretrain.image_encoder: shared -> [SharedImage] once the anchor pair is pretrained
-    image_probes: dict[str, float] = {}  # image probe's validation metric by image encoder (pretrained key | random-init)
+    def __init__(self, suite: Suite, *, out: Path, data_root: str | None, force: bool, progress: bool, device: str,
+                 backend: str, storage: str | None, ray_address: str | None, dataset: str | None,
+                 hooks: Sequence[RunHooks], workers: int) -> None:
+        self.hooks = HookList(hooks)
+        check_backend(backend, storage, ray_address)
+        if backend == "ray" and workers > 1:
+            raise ConfigError("--workers is for this machine's processes; with --backend ray the fits already spread over "
+                              "the cluster: drop --workers (or use --backend optuna)")
+        preflight(suite, out, backend=backend, storage=storage)  # --out, cache, storage, unreadable files: before any data
+        self.suite, self.out, self.force, self.workers = suite, out, force, workers
+        self.backend, self.storage, self.ray_address = backend, storage, ray_address
+        self.dev = dev = resolve_device(device)
+        self.env = environment()
+        self.suite_dir = out / suite.name
+        self.data = data = load_data(suite, data_root, dataset)
+        self.prov = prov = data_provenance(data)
+        # what each run is made with now; a finished run made otherwise is set aside and run again
+        reconcile(out, suite, lambda sp: run_fingerprint(suite, prov, sp), planned_specs(suite), force=force, say=_say)
+        self.prep = prep = prepare(data)
+        self.loss = LossConfig.from_dict(suite.loss)
+        if data.task != "binary" and self.loss.name != "ce":
+            raise ConfigError(f"suite {suite.name!r}: loss {self.loss.name!r} needs a binary task; {data.provenance.dataset} is {data.task}")
+        self.n_out = 1 if data.task == "binary" else data.n_classes
+        for name in suite.metrics:  # a metric of another task would fail only when the leaderboard is rendered
+            if data.task not in get("metric", name).tasks:
+                raise ConfigError(f"suite {suite.name!r}: metric {name!r} is for {'/'.join(get('metric', name).tasks)} "
+                                  f"tasks; {data.provenance.dataset} is {data.task}: drop it from the suite's metrics")
+        self.budget = budget = suite.budget
+        self.placement = RayPlacement.from_budget(budget, ray_address, dev.type == "cuda") if backend == "ray" else None
+        _say(f"[bench] suite {suite.name} v{suite.version} | budget {suite.budget_name} | data {prov['dataset']} "
+             f"({prov['source']}, {prov['version']}, n={data.n}, image {data.image_shape}) | seeds {suite.seeds}")
+        self.variants, refused = suite.fusion_variants()
+        for name, why in refused.items():
+            _say(f"[bench] refused {name}: {why}")
 
-    def record_failed(sp: RunSpec, exc: BaseException, run_hooks: RunHooks) -> None:
+        # importance ranking for incomplete-tabular and importance-ranked missing-cells protocols
+        self.importance = None
+        if needs_importance(suite):
+            icfg = budget.get("importance", {})
+            model_name = icfg.get("model", "resnet")
+            _say(f"[bench] feature importance: integrated gradients of a supervised {model_name} on the training split")
+            self.importance = ig_importance(
+                x_num=prep.tab.x_num, x_cat=prep.tab.x_cat, names=prep.tab.num_names + prep.tab.cat_names,
+                y=data.y, train_idx=prep.train, val_idx=prep.val, task=data.task, n_classes=data.n_classes,
+                model_name=model_name, model_kwargs=suite.tabular_config(model_name), loss=self.loss, cfg=icfg,
+                seed=PRETRAIN_SEED)
+            top = ", ".join(f"{k} {v:.1%}" for k, v in list(self.importance["scores"].items())[:3])
+            _say(f"[bench]   most important: {top}")
+        self.settings = settings = train_settings(suite, prep.tab, self.importance)
+        plans = [pl for pl in (missingness_plan(p) for p in suite.protocols) if pl is not None]
+
+        atomic_write_json(self.suite_dir / "suite.json", {
+            "suite": suite.name, "version": suite.version, "budget": suite.budget_name, "budget_config": budget,
+            "seeds": suite.seeds, "tabular_encoders": suite.tabular_encoders, "fusions": [v[0] for v in self.variants],
+            "refused": refused, "strategies": suite.strategies, **({"metrics": suite.metrics} if suite.metrics else {}),
+            "protocols": {**{k: v.proto.describe() for k, v in settings.items() if v.train_cond.kind == "none"
+                             and k not in {pl.name for pl in plans}},
+                          **{pl.name: pl.describe() for pl in plans}},
+            "missingness": [{"name": pl.name, "kind": pl.kind, "flavour": pl.flavour, "train_rates": pl.train_rates,
+                             "test_rates": pl.test_rates} for pl in plans],
+            "provenance": prov, "importance": self.importance, "environment": self.env, "loss": suite.loss,
+            "search": {**budget.get("search", {}), **describe(backend, budget.get("search", {}))},
+        })
+
+        self.image_spec = image_encoder_spec(suite, data)
+        self.image_label = self.image_spec.kwargs.get("model_name", self.image_spec.name)
+        self.runs_per_pair = len(settings) * len(self.variants) * len(suite.strategies) * len(suite.seeds)
+        self.bar = tqdm(total=len(suite.tabular_encoders) * self.runs_per_pair, desc=f"{suite.name} runs", unit="run",
+                        disable=not progress, dynamic_ncols=True)
+        self.progress = progress
+        self.profiles: dict[tuple[str, str], dict | Exception] = {}
+        # fusions that read every tabular token (not only the pooled one) need them encoded and cached
+        self.needs_tab_tokens = any(getattr(get("fusion", base), "needs_tabular_tokens", False)
+                                    for _, base, _ in self.variants)
+        self.searched: set[str] = set()  # the searches (stems) run by this invocation
+        # reference rows (bench.reference): classical models on the table (+ each pair's image features), ceilings
+        self.reference_models = bool(budget.get("reference", {}).get("classical", True))
+        self.reference_ids: list[str] = []
+        self.reference_done: set[str] = set()
+        self.ceilings = synthetic_ceilings(data)
+        self.pcfg = budget["pretrain"]
+        self.anchor = self.pcfg.get("anchor", "mlp")
+        self.shares_image = self.pcfg.get("image_encoder", "per_pair") == "shared"
+        self.shared: list[SharedImage] = []  # pretrain.image_encoder: shared -> [the anchor's] once it is pretrained
+        self.image_probes: dict[str, float] = {}  # image probe's validation metric by image encoder (key | random-init)
+
+    # ---------------------------------------------------------------------------------------- runs
+    def spec_of(self, setting: str, tab_name: str, label: str, strategy: str, seed: int) -> RunSpec:
+        return RunSpec(self.suite.name, setting, self.image_label, tab_name, label, strategy, seed)
+
+    def is_finished(self, sp: RunSpec) -> bool:
+        return not self.force and is_done(run_dir(self.out, sp), run_fingerprint(self.suite, self.prov, sp))
+
+    def pending_runs(self, tab_name: str) -> list[RunSpec]:
+        every = [self.spec_of(st, tab_name, v[0], s, seed) for st in self.settings for v in self.variants
+                 for s in self.suite.strategies for seed in self.suite.seeds]
+        return [sp for sp in every if not self.is_finished(sp)]
+
+    def record_failed(self, sp: RunSpec, exc: BaseException, run_hooks: RunHooks) -> None:
         """A fit that raised (a broken plug-in, a NaN loss, out of memory): recorded; the suite goes on."""
-        reason = record_failure(run_dir(out, sp), sp, exc)
-        run_hooks.run_failed(sp, reason, run_dir(out, sp))
+        reason = record_failure(run_dir(self.out, sp), sp, exc)
+        run_hooks.run_failed(sp, reason, run_dir(self.out, sp))
         _say(f"[bench] run {sp.run_id} failed: {reason}")
 
-    pcfg = budget["pretrain"]
-    anchor = pcfg.get("anchor", "mlp")
-    shares_image = pcfg.get("image_encoder", "per_pair") == "shared"
-
-    def pretrain_job(tab_name: str) -> tuple[dict, Path]:
+    # --------------------------------------------------------------------------------- pretraining
+    def pretrain_job(self, tab_name: str) -> tuple[dict, Path]:
         """:func:`pretrain_pair`'s arguments for one pair, and where its checkpoint is cached."""
+        data, prep = self.data, self.prep
         image_from = None
-        if shares_image and tab_name != anchor:
-            if not shared:
-                a_img, _, a_info = pretrain(anchor)
-                shared.append(shared_image(a_img, a_info, pcfg))
-            image_from = shared[0]
-        tab_spec = tabular_encoder_spec(suite, prep, tab_name)
+        if self.shares_image and tab_name != self.anchor:
+            if not self.shared:
+                a_img, _, a_info = self.pretrain(self.anchor)
+                self.shared.append(shared_image(a_img, a_info, self.pcfg))
+            image_from = self.shared[0]
+        tab_spec = tabular_encoder_spec(self.suite, prep, tab_name)
         kwargs = dict(
             images=data.images, x_num=prep.tab.x_num, x_cat=prep.tab.x_cat,
             train_idx=prep.train if data.image_available is None else prep.train[data.image_available[prep.train]],
-            image_spec=image_spec, tabular_spec=tab_spec, cfg=pcfg, seed=PRETRAIN_SEED,
-            data_checksum=prov["checksum"], device=dev, heldout_idx=prep.val, image_from=image_from,
+            image_spec=self.image_spec, tabular_spec=tab_spec, cfg=self.pcfg, seed=PRETRAIN_SEED,
+            data_checksum=self.prov["checksum"], device=self.dev, heldout_idx=prep.val, image_from=image_from,
             labels=data.y, n_classes=data.n_classes if data.task != "binary" else 2)
-        path = pretrain_cache_path(prov["checksum"], image_spec, tab_spec, pcfg, PRETRAIN_SEED, heldout=True,
-                                   image_from=None if image_from is None else image_from.key)
+        path = pretrain_cache_path(self.prov["checksum"], self.image_spec, tab_spec, self.pcfg, PRETRAIN_SEED,
+                                   heldout=True, image_from=None if image_from is None else image_from.key)
         return kwargs, path
 
-    def pretrain(tab_name: str):
+    def pretrain(self, tab_name: str):
         """Pretrain (or load) one pair; with a shared image encoder, the anchor pair first (AMF-MedIT 3.1).
         On Ray the pair trains on the cluster and this process loads the checkpoint it sends back."""
-        kwargs, path = pretrain_job(tab_name)
-        if placement is not None and not path.exists():
-            pretrain_on_ray({f"{image_label}+{tab_name}": (kwargs, path)}, placement, say=_say)
-        pbar = tqdm(total=pretrain_steps(len(prep.train), pcfg), desc=f"pretrain {image_label}+{tab_name}", unit="step",
-                    disable=not progress, leave=False, dynamic_ncols=True)
+        kwargs, path = self.pretrain_job(tab_name)
+        if self.placement is not None and not path.exists():
+            pretrain_on_ray({f"{self.image_label}+{tab_name}": (kwargs, path)}, self.placement, say=_say)
+        pbar = tqdm(total=pretrain_steps(len(self.prep.train), self.pcfg), desc=f"pretrain {self.image_label}+{tab_name}",
+                    unit="step", disable=not self.progress, leave=False, dynamic_ncols=True)
         out_ = pretrain_pair(**kwargs, progress=pbar)
         pbar.close()
         return out_
 
-    def pending_runs(tab_name: str) -> list[RunSpec]:
-        every = [spec_of(st, tab_name, v[0], s, seed) for st in settings for v in variants
-                 for s in suite.strategies for seed in suite.seeds]
-        return [sp for sp in every if force or not is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp))]
-
-    if placement is not None:  # on Ray, the pairs that still have runs to do pretrain at once, on the cluster
-        todo_pairs = [t for t in suite.tabular_encoders if pending_runs(t)]
-        jobs = {f"{image_label}+{t}": pretrain_job(t) for t in todo_pairs}  # the shared anchor trains first
+    def pretrain_on_cluster(self) -> None:
+        """On Ray, the pairs that still have runs to do pretrain at once, on the cluster (the shared anchor first)."""
+        if self.placement is None:
+            return
+        todo_pairs = [t for t in self.suite.tabular_encoders if self.pending_runs(t)]
+        jobs = {f"{self.image_label}+{t}": self.pretrain_job(t) for t in todo_pairs}
         jobs = {name: job for name, job in jobs.items() if not job[1].exists()}
         if jobs:
-            pretrain_on_ray(jobs, placement, say=_say)
+            pretrain_on_ray(jobs, self.placement, say=_say)
 
-    for tab_name in suite.tabular_encoders:
-        if not pending_runs(tab_name):
-            bar.update(len(settings) * len(variants) * len(suite.strategies) * len(suite.seeds))
-            continue  # every run of this encoder pair is finished: nothing to load
-        tab_spec = tabular_encoder_spec(suite, prep, tab_name)
-        img_enc, tab_enc, pinfo = pretrain(tab_name)
+    # ---------------------------------------------------------------------------------- per pair
+    def pair(self, tab_name: str) -> None:
+        """Every run of one encoder pair: its pretraining, then each training setting."""
+        if not self.pending_runs(tab_name):
+            self.bar.update(self.runs_per_pair)
+            return  # every run of this encoder pair is finished: nothing to load
+        tab_spec = tabular_encoder_spec(self.suite, self.prep, tab_name)
+        img_enc, tab_enc, pinfo = self.pretrain(tab_name)
         ho = pinfo.get("heldout") or {}
         shown = {k: _num(ho.get(k)) for k in ("itc_init", "itc", "chance_itc", "top1_init", "top1")}
-        _say(f"[bench] pretrained {image_label}+{tab_name} ({'cache' if pinfo['cached'] else str(pinfo['seconds']) + ' s'}): "
+        _say(f"[bench] pretrained {self.image_label}+{tab_name} "
+             f"({'cache' if pinfo['cached'] else str(pinfo['seconds']) + ' s'}): "
              f"held-out ITC {shown['itc_init']} -> {shown['itc']} (chance ln B {shown['chance_itc']}), top-1 retrieval "
              f"{shown['top1_init']} -> {shown['top1']} (chance 1/B {_num(ho.get('chance_top1'), '.4f')})"
              + ("" if ho.get("learned") else " — ENCODERS NOT TRAINED (short of ln B - 0.5 and 5/B, or too few held-out pairs)"))
@@ -526,143 +584,177 @@ def run_suite(
             _say(f"[bench]   held-out table reconstruction: numeric R^2 {_num(rec.get('numeric_r2'))} (chance 0), "
                  f"categorical accuracy {_num(rec.get('categorical_accuracy'))} (majority {_num(rec.get('categorical_majority'))})")
         torch.manual_seed(PRETRAIN_SEED)  # the exact starting point of pretraining, for the random-init probes
-        init_img, init_tab = image_spec.build().to(dev), tab_spec.build().to(dev)
+        init_img, init_tab = self.image_spec.build().to(self.dev), tab_spec.build().to(self.dev)
         if hasattr(init_tab, "tokens_needed"):
             init_tab.tokens_needed = False
-        img_tokens = img_pooled = None  # image features do not depend on the protocol: encode once
         if hasattr(tab_enc, "tokens_needed"):  # no fusion reads all tabular tokens: skip computing them
-            tab_enc.tokens_needed = needs_tab_tokens
-        probe_cache: dict[str, dict] = {}
-        test_states: dict = {}  # frozen test-condition features, shared by every fusion of this encoder pair
+            tab_enc.tokens_needed = self.needs_tab_tokens
+        pair = EncoderPair(tab_name, img_enc, tab_enc, pinfo, init_img, init_tab)
+        for setting_name, setting in self.settings.items():
+            self.setting(pair, setting_name, setting)
 
-        for setting_name, setting in settings.items():
-            proto = setting.proto
-            specs_left = [spec_of(setting_name, tab_name, v[0], s, seed) for v in variants
-                          for s in suite.strategies for seed in suite.seeds]
-            if not force and all(is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp)) for sp in specs_left):
-                bar.update(len(specs_left))
+    def setting(self, pair: EncoderPair, setting_name: str, setting: TrainSetting) -> None:
+        """One pair under one training setting: features, probes, reference rows, then every method."""
+        specs_left = [self.spec_of(setting_name, pair.tab_name, v[0], s, seed) for v in self.variants
+                      for s in self.suite.strategies for seed in self.suite.seeds]
+        if all(self.is_finished(sp) for sp in specs_left):
+            self.bar.update(len(specs_left))
+            return
+        proto = setting.proto
+        data_key = protocol_data_key(proto, self.prep.tab)
+        feats = self.features(pair, proto, data_key)
+        probes = self.probes(pair, proto, data_key, feats)
+        if setting.train_cond.kind == "none" and self.reference_models:
+            self.references(pair, setting_name, proto, feats)
+        for label, base, _impute in self.variants:
+            self.method(pair, setting_name, setting, feats, probes, label, base)
+
+    def features(self, pair: EncoderPair, proto, data_key: str) -> Features:
+        """Frozen features: computed once per (encoder checkpoint, dataset, protocol data), cached on disk;
+        the image features do not depend on the protocol: encoded once per pair."""
+        pinfo, prov = pair.pinfo, self.prov
+        if pair.img_tokens is None:
+            pair.img_tokens, pair.img_pooled = cached_features(
+                {"encoders": pinfo.get("image_key", pinfo["cache_key"]), "data": prov["checksum"], "modality": "image"},
+                self.dev, encode_images, pair.img_enc, self.data.images)
+        tab_tokens, tab_pooled = cached_features(
+            {"encoders": pinfo["cache_key"], "data": prov["checksum"], "modality": "tabular",
+             "protocol": data_key, "tokens": self.needs_tab_tokens},
+            self.dev, encode_tabular, pair.tab_enc, proto.x_num, proto.x_cat, self.needs_tab_tokens)
+        return Features(pair.img_tokens, pair.img_pooled, tab_pooled, tab_tokens)
+
+    def probes(self, pair: EncoderPair, proto, data_key: str, feats: Features) -> dict:
+        """Rconf from frozen unimodal probes on the protocol's data (appendix A.4), and the same probes on
+        the randomly initialised encoders (what pretraining bought)."""
+        if data_key in pair.probes:
+            return pair.probes[data_key]
+        prep, loss = self.prep, self.loss
+        probe_cfg = self.budget.get("probes", {"max_epochs": 50, "patience": 10})
+        # the image features do not depend on the protocol, and pairs that share one image encoder
+        # (pretrain.image_encoder: shared) have the same ones: each image probe is fitted once
+        image_key = pair.pinfo.get("image_key", pair.pinfo["cache_key"])
+        if image_key not in self.image_probes:
+            self.image_probes[image_key] = unimodal_probe(feats.image_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
+        m_img = self.image_probes[image_key]
+        m_tab = unimodal_probe(feats.tab_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
+        rconf = confidence_ratio(m_img, m_tab)
+        override = self.suite.raw.get("rconf", "measured")
+        if override != "measured":  # a suite may fix Rconf, e.g. the paper's ablation values (4.6.1)
+            rconf = float(override)
+        _say(f"[bench] {pair.tab_name} / {data_key}: unimodal probes (val) image {m_img:.4f}, "
+             f"tabular {m_tab:.4f} -> Rconf {rconf:.3f}{'' if override == 'measured' else ' (fixed by the suite)'}")
+        if "random-init" not in self.image_probes:  # every pair's image encoder starts from the same weights
+            self.image_probes["random-init"] = unimodal_probe(encode_images(pair.init_img, self.data.images)[1], prep,
+                                                              loss, probe_cfg, PRETRAIN_SEED)
+        r_img = self.image_probes["random-init"]
+        r_tab = unimodal_probe(encode_tabular(pair.init_tab, proto.x_num, proto.x_cat, False)[1], prep, loss,
+                               probe_cfg, PRETRAIN_SEED)
+        _say(f"[bench]   random-init encoders: image {r_img:.4f}, tabular {r_tab:.4f}")
+        pair.probes[data_key] = {"image_val": m_img, "tabular_val": m_tab, "rconf": rconf,
+                                 "image_val_random_init": r_img, "tabular_val_random_init": r_tab}
+        return pair.probes[data_key]
+
+    def references(self, pair: EncoderPair, setting_name: str, proto, feats: Features) -> None:
+        """Reference rows (bench.reference): table-only models and ceilings once per protocol, and the
+        classical models on the table plus this pair's frozen image features."""
+        ref = dict(out=self.out, suite=self.suite, protocol=setting_name, image_label=self.image_label, data=self.data,
+                   prep=self.prep, x_num=proto.x_num, x_cat=proto.x_cat, seeds=self.suite.seeds, prov=self.prov,
+                   env=self.env, base_fingerprint=reference_base_fingerprint(self.suite, self.prov, setting_name,
+                                                                             pair.tab_name),
+                   force=self.force, say=_say)
+        if setting_name not in self.reference_done:
+            self.reference_ids.extend(write_reference_runs(
+                **ref, image_features=None, pair=None, ceilings=self.ceilings if setting_name == "complete" else None))
+            self.reference_done.add(setting_name)
+        self.reference_ids.extend(write_reference_runs(**ref, image_features=feats.image_pooled.cpu().numpy(),
+                                                       pair=pair.tab_name, ceilings=None, pretraining=pair.pinfo))
+
+    # -------------------------------------------------------------------------------- per method
+    def method(self, pair: EncoderPair, setting_name: str, setting: TrainSetting, feats: Features, probes: dict,
+               label: str, base: str) -> None:
+        """One fusion (or imputation variant) on one pair and setting: its profile, then per strategy its
+        search and the seeds' final fits."""
+        suite, budget, out = self.suite, self.budget, self.out
+        fusion_cls = get("fusion", base)
+        fusion_kwargs = dict(budget.get("fusions", {}).get(base, {}))
+        dims = fusion_dims(pair.img_enc, pair.tab_enc, fusion_cls)
+        rconf = probes["rconf"]
+        key = (pair.tab_name, label)
+        if key not in self.profiles:
+            try:
+                self.profiles[key] = _profile(pair.img_enc, pair.tab_enc, label, dims, self.n_out, fusion_kwargs, rconf,
+                                              self.data, budget.get("latency", {}))
+            except Exception as exc:  # a plug-in that cannot even be built or traced: its runs fail below
+                self.profiles[key] = exc
+        for strategy in suite.strategies:
+            specs = [self.spec_of(setting_name, pair.tab_name, label, strategy, seed) for seed in suite.seeds]
+            todo = [sp for sp in specs if not self.is_finished(sp)]
+            self.bar.update(len(specs) - len(todo))
+            if not todo:
                 continue
-            # frozen features: computed once per (encoder checkpoint, dataset, protocol data), cached on disk
-            data_key = protocol_data_key(proto, prep.tab)
-            if img_tokens is None:
-                img_tokens, img_pooled = cached_features(
-                    {"encoders": pinfo.get("image_key", pinfo["cache_key"]), "data": prov["checksum"], "modality": "image"},
-                    dev, encode_images, img_enc, data.images)
-            tab_tokens, tab_pooled = cached_features(
-                {"encoders": pinfo["cache_key"], "data": prov["checksum"], "modality": "tabular",
-                 "protocol": data_key, "tokens": needs_tab_tokens},
-                dev, encode_tabular, tab_enc, proto.x_num, proto.x_cat, needs_tab_tokens)
-            feats = Features(img_tokens, img_pooled, tab_pooled, tab_tokens)
+            warm = strategy == "trainable" and budget["finetune"]["trainable"].get("warm_start") == "frozen"
+            # a warm-started run loads the head of the frozen run with the same spec and seed
+            warm_from = (out, self.spec_of(setting_name, pair.tab_name, label, "frozen", 0)) if warm else None
+            ctx = _RunContext(self.prep, feats, setting, pair.img_enc, pair.tab_enc, label, dims, self.n_out,
+                              fusion_kwargs, rconf, strategy, self.loss, budget, warm_from, self.importance,
+                              self.needs_tab_tokens, out)
+            ctx.test_states = pair.test_states if strategy == "frozen" else {}
+            try:
+                if isinstance(self.profiles[key], Exception):
+                    raise self.profiles[key]
+                best, search_info = self.search(ctx, fusion_cls, strategy, specs[0], setting_name)
+            except Exception as exc:  # the search itself failed: every run of it is recorded as failed
+                for sp in todo:
+                    reason = record_failure(run_dir(out, sp), sp, exc)
+                    self.hooks.run_failed(sp, reason, run_dir(out, sp))
+                    _say(f"[bench] run {sp.run_id} failed: {reason}")
+                self.bar.update(len(todo))
+                continue
+            self.bar.set_postfix_str(f"{pair.tab_name}/{label}/{strategy}/{setting_name}")
+            # the seeds' final fits: in this process, or in --workers forked processes (bench.executor)
+            fit_one = FinalFit(ctx, best, search_info, suite, self.prov, self.env, self.profiles[key], pair.pinfo,
+                               probes, warm)
+            run_fits(todo, fit_one, workers=self.workers, hooks=self.hooks, on_error=self.record_failed,
+                     run_dir_of=lambda sp: run_dir(out, sp), on_done=lambda _sp: self.bar.update(1),
+                     ray=self.placement)
 
-            # Rconf from frozen unimodal probes on the protocol's data (appendix A.4)
-            if data_key not in probe_cache:
-                probe_cfg = budget.get("probes", {"max_epochs": 50, "patience": 10})
-                # the image features do not depend on the protocol, and pairs that share one image encoder
-                # (pretrain.image_encoder: shared) have the same ones: each image probe is fitted once
-                image_key = pinfo.get("image_key", pinfo["cache_key"])
-                if image_key not in image_probes:
-                    image_probes[image_key] = unimodal_probe(img_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
-                m_img = image_probes[image_key]
-                m_tab = unimodal_probe(tab_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
-                rconf = confidence_ratio(m_img, m_tab)
-                override = suite.raw.get("rconf", "measured")
-                if override != "measured":  # a suite may fix Rconf, e.g. the paper's ablation values (4.6.1)
-                    rconf = float(override)
-                _say(f"[bench] {tab_name} / {data_key}: unimodal probes (val) image {m_img:.4f}, "
-                     f"tabular {m_tab:.4f} -> Rconf {rconf:.3f}{'' if override == 'measured' else ' (fixed by the suite)'}")
-                # the same probes on the randomly initialised encoders: what pretraining bought
-                if "random-init" not in image_probes:  # every pair's image encoder starts from the same weights
-                    image_probes["random-init"] = unimodal_probe(encode_images(init_img, data.images)[1], prep, loss,
-                                                                 probe_cfg, PRETRAIN_SEED)
-                r_img = image_probes["random-init"]
-                r_tab = unimodal_probe(encode_tabular(init_tab, proto.x_num, proto.x_cat, False)[1], prep, loss,
-                                       probe_cfg, PRETRAIN_SEED)
-                _say(f"[bench]   random-init encoders: image {r_img:.4f}, tabular {r_tab:.4f}")
-                probe_cache[data_key] = {"image_val": m_img, "tabular_val": m_tab, "rconf": rconf,
-                                         "image_val_random_init": r_img, "tabular_val_random_init": r_tab}
-            probes = probe_cache[data_key]
-            rconf = probes["rconf"]
-            if setting.train_cond.kind == "none" and reference_models:
-                ref = dict(out=out, suite=suite, protocol=setting_name, image_label=image_label, data=data, prep=prep,
-                           x_num=proto.x_num, x_cat=proto.x_cat, seeds=suite.seeds, prov=prov, env=env,
-                           base_fingerprint=reference_base_fingerprint(suite, prov, setting_name, tab_name),
-                           force=force, say=_say)
-                if setting_name not in reference_done:  # table-only models and ceilings: once per protocol
-                    reference_ids.extend(write_reference_runs(**ref, image_features=None, pair=None,
-                                                              ceilings=ceilings if setting_name == "complete" else None))
-                    reference_done.add(setting_name)
-                reference_ids.extend(write_reference_runs(**ref, image_features=img_pooled.cpu().numpy(), pair=tab_name,
-                                                          ceilings=None, pretraining=pinfo))
+    def search(self, ctx: _RunContext, fusion_cls, strategy: str, first: RunSpec, setting_name: str) -> tuple[dict, dict]:
+        """The best hyper-parameters of one (tabular encoder, fusion, strategy[, protocol]) search
+        (fingerprint.search_stem), saved in the suite directory; with per_protocol false the search runs
+        on the first (complete) setting, where an imputation variant is its fusion, and is reused by the others."""
+        suite, budget = self.suite, self.budget
+        search_cfg = budget.get("search", {})
+        search_key = search_stem(suite, first)
+        search_file = self.suite_dir / "search" / f"{search_key}.json"
+        # --force redoes a search once per invocation; a search shared by settings
+        # (per_protocol false) is then reused, not redone on each setting's data
+        if search_file.exists() and (not self.force or search_key in self.searched):
+            saved = json.loads(search_file.read_text())
+            return saved["best"], saved["info"]
+        # one study per key and per setting (budget, data, seed): a changed budget starts anew
+        setting_hash = hashlib.sha256(json.dumps([budget, self.prov["checksum"], suite.version, suite.seeds[0]],
+                                                 sort_keys=True, default=str).encode()).hexdigest()[:8]
+        best, search_info = run_search(
+            ctx.objective, fusion_cls=fusion_cls, strategy=strategy, budget=search_cfg,
+            seed=suite.seeds[0], backend=self.backend, fresh=self.force, ray_address=self.ray_address,
+            storage=self.storage or default_storage(self.backend, self.suite_dir / "search"),
+            study_name=f"{suite.name}__{search_file.stem}__{setting_hash}",
+            use_gpu=self.dev.type == "cuda", max_epochs=int(ctx.cfg["max_epochs"]))
+        atomic_write_json(search_file, {"best": best, "info": {**search_info, "protocol": setting_name}})
+        self.searched.add(search_key)
+        return best, search_info
 
-            for label, base, _impute in variants:
-                fusion_cls = get("fusion", base)
-                fusion_kwargs = dict(budget.get("fusions", {}).get(base, {}))
-                dims = fusion_dims(img_enc, tab_enc, fusion_cls)
-                key = (tab_name, label)
-                if key not in profiles:
-                    try:
-                        profiles[key] = _profile(img_enc, tab_enc, label, dims, n_out, fusion_kwargs, rconf, data,
-                                                 budget.get("latency", {}))
-                    except Exception as exc:  # a plug-in that cannot even be built or traced: its runs fail below
-                        profiles[key] = exc
-                for strategy in suite.strategies:
-                    specs = [spec_of(setting_name, tab_name, label, strategy, seed) for seed in suite.seeds]
-                    todo = [sp for sp in specs if force or not is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp))]
-                    bar.update(len(specs) - len(todo))
-                    if not todo:
-                        continue
-                    warm = strategy == "trainable" and budget["finetune"]["trainable"].get("warm_start") == "frozen"
-                    # a warm-started run loads the head of the frozen run with the same spec and seed
-                    warm_from = (out, spec_of(setting_name, tab_name, label, "frozen", 0)) if warm else None
-                    ctx = _RunContext(prep, feats, setting, img_enc, tab_enc, label, dims, n_out, fusion_kwargs,
-                                      rconf, strategy, loss, budget, warm_from, importance, needs_tab_tokens, out)
-                    ctx.test_states = test_states if strategy == "frozen" else {}
-                    # one search per (tabular encoder, fusion, strategy[, protocol]) (fingerprint.search_stem),
-                    # saved in the suite directory; with per_protocol false the search runs on the first (complete)
-                    # setting, where an imputation variant is its fusion, and is reused by the others
-                    search_cfg = budget.get("search", {})
-                    search_key = search_stem(suite, specs[0])
-                    try:
-                        if isinstance(profiles[key], Exception):
-                            raise profiles[key]
-                        search_file = suite_dir / "search" / f"{search_key}.json"
-                        # --force redoes a search once per invocation; a search shared by settings
-                        # (per_protocol false) is then reused, not redone on each setting's data
-                        if search_file.exists() and (not force or search_key in searched):
-                            saved = json.loads(search_file.read_text())
-                            best, search_info = saved["best"], saved["info"]
-                        else:
-                            # one study per key and per setting (budget, data, seed): a changed budget starts anew
-                            setting_hash = hashlib.sha256(json.dumps([budget, prov["checksum"], suite.version, suite.seeds[0]],
-                                                                     sort_keys=True, default=str).encode()).hexdigest()[:8]
-                            best, search_info = run_search(
-                                ctx.objective, fusion_cls=fusion_cls, strategy=strategy, budget=search_cfg,
-                                seed=suite.seeds[0], backend=backend, fresh=force, ray_address=ray_address,
-                                storage=storage or default_storage(backend, suite_dir / "search"),
-                                study_name=f"{suite.name}__{search_file.stem}__{setting_hash}",
-                                use_gpu=dev.type == "cuda", max_epochs=int(ctx.cfg["max_epochs"]))
-                            atomic_write_json(search_file, {"best": best, "info": {**search_info, "protocol": setting_name}})
-                            searched.add(search_key)
-                    except Exception as exc:  # the search itself failed: every run of it is recorded as failed
-                        for sp in todo:
-                            reason = record_failure(run_dir(out, sp), sp, exc)
-                            hooks.run_failed(sp, reason, run_dir(out, sp))
-                            _say(f"[bench] run {sp.run_id} failed: {reason}")
-                        bar.update(len(todo))
-                        continue
-                    bar.set_postfix_str(f"{tab_name}/{label}/{strategy}/{setting_name}")
-                    # the seeds' final fits: in this process, or in --workers forked processes (bench.executor)
-                    fit_one = FinalFit(ctx, best, search_info, suite, prov, env, profiles[key], pinfo, probes, warm)
-                    run_fits(todo, fit_one, workers=workers, hooks=hooks, on_error=record_failed,
-                             run_dir_of=lambda sp: run_dir(out, sp), on_done=lambda _sp: bar.update(1), ray=placement)
-    bar.close()
-    hooks.close()
-    from bench.leaderboard import write_leaderboard
+    # ---------------------------------------------------------------------------------- the end
+    def finish(self, t_start: float) -> SuiteResult:
+        """The leaderboard of this invocation's plan (its runs and reference rows only)."""
+        self.bar.close()
+        self.hooks.close()
+        from bench.leaderboard import write_leaderboard
 
-    plan_ids = [sp.run_id for sp in planned_specs(suite)] + reference_ids  # this invocation's plan only
-    reports = load_reports(suite_dir, run_ids=plan_ids)
-    write_leaderboard(suite_dir, expected_seeds=suite.seeds, run_ids=plan_ids)
-    return SuiteResult(suite_dir, reports, time.perf_counter() - t_start, plan_ids)
+        plan_ids = [sp.run_id for sp in planned_specs(self.suite)] + self.reference_ids
+        reports = load_reports(self.suite_dir, run_ids=plan_ids)
+        write_leaderboard(self.suite_dir, expected_seeds=self.suite.seeds, run_ids=plan_ids)
+        return SuiteResult(self.suite_dir, reports, time.perf_counter() - t_start, plan_ids)
 
 
 class FinalFit:
