@@ -5,7 +5,8 @@ contrastive pretraining per encoder pair (the shared image encoder's anchor firs
 protocol the frozen features, the unimodal probes and the reference rows, per method the search, then
 one fit per seed, and the leaderboard. A task is *done* when what it would produce is on disk under the
 key it would be written with (the pretraining cache key, a run's fingerprint, a saved search), so the
-plan says exactly what ``bench run`` would redo. Costs are counted in the budget's own units (optimiser
+plan says exactly what ``bench run`` would redo (a frozen fit that its search's trial at the first seed
+already is costs nothing). Costs are counted in the budget's own units (optimiser
 steps, epochs, fitted models); where this output folder already holds finished runs, their measured
 seconds turn the pending fits into an estimate of wall time on this machine.
 """
@@ -114,14 +115,19 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
         searches: dict[str, list] = {}  # one search per stem; per_protocol false: a fusion's variants share one
         for sp in (sp for sp in specs if sp.tabular_encoder == tab):
             searches.setdefault(search_stem(suite, sp), []).append(sp)
+        from_search: set[str] = set()  # fits a frozen search's trial is (bench.pipeline._RunContext.final_train)
         for stem, runs in searches.items():
             strategy = runs[0].strategy
             trials = plan_search(get("fusion", parse_variant(runs[0].fusion)[0]), strategy, budget.get("search", {}))
-            tasks.append(Task("search", stem, (suite_dir / "search" / f"{stem}.json").exists()
-                              or all(done[sp.run_id] for sp in runs),
-                              trials.n_trials * fit_cost[strategy][0], fit_cost[strategy][1]))
-        tasks += [Task("fit", sp.run_id, done[sp.run_id], *fit_cost[sp.strategy]) for sp in specs
-                  if sp.tabular_encoder == tab]
+            search_done = (suite_dir / "search" / f"{stem}.json").exists() or all(done[sp.run_id] for sp in runs)
+            tasks.append(Task("search", stem, search_done, trials.n_trials * fit_cost[strategy][0],
+                              fit_cost[strategy][1]))
+            first = next((sp for sp in runs if not done[sp.run_id]), None)  # where the search will run
+            if not search_done and strategy == "frozen" and trials.n_trials > 1 and first.seed == suite.seeds[0]:
+                from_search.add(first.run_id)
+        tasks += [Task("fit", sp.run_id, done[sp.run_id],
+                       *((0.0, fit_cost[sp.strategy][1]) if sp.run_id in from_search else fit_cost[sp.strategy]))
+                  for sp in specs if sp.tabular_encoder == tab]
     tasks.append(Task("render", f"{suite_dir / 'leaderboard.md'}", False, 1.0, "tables"))
     return tasks
 
@@ -167,7 +173,7 @@ def format_plan(tasks: list[Task], measured: dict[tuple[str, str], float] | None
     if measured:
         est, counted = 0.0, 0
         for t in tasks:
-            if t.kind == "fit" and not t.done:
+            if t.kind == "fit" and not t.done and t.cost > 0:  # cost 0: a search trial, not fitted again
                 parts = t.name.split("__")
                 key = (parts[1], parts[3]) if len(parts) > 4 else None  # protocol__tab__fusion__strategy__seed
                 if key in measured:

@@ -57,3 +57,13 @@ def test_the_search_trial_is_the_first_seeds_final_fit_bit_for_bit(tmp_path, mon
         assert sorted(arrays) == sorted(refit[name][0])
         for k, v in arrays.items():
             assert np.array_equal(v, refit[name][0][k]), (name, k)
+
+
+def test_the_dry_run_counts_the_first_seeds_fit_as_the_search_trial(tmp_path):
+    from bench.plan import plan_suite
+    from bench.suite import load_suite
+
+    suite = load_suite(str(_grid_suite(tmp_path)), budget="smoke", fusions=["concat"], tabular_encoders=["mlp"],
+                       strategies=["frozen"])
+    fits = {t.name: t.cost for t in plan_suite(suite, out=tmp_path / "out") if t.kind == "fit"}
+    assert fits == {"complete__mlp__concat__frozen__seed2022": 0.0, "complete__mlp__concat__frozen__seed2023": 4.0}
