@@ -17,6 +17,7 @@ For one suite::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -352,6 +353,11 @@ class SuiteResult:
     reports: list[RunReport]
     seconds: float
     run_ids: list[str] = dataclasses.field(default_factory=list)  # this invocation's runs, reference rows included
+    stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # where the wall time went
+
+
+STAGES = ("importance", "pretraining", "features", "probes", "reference rows", "latency profiles", "searches",
+          "final fits", "leaderboard")
 
 
 def run_suite(
@@ -420,6 +426,7 @@ class SuiteRun:
     def __init__(self, suite: Suite, *, out: Path, data_root: str | None, force: bool, progress: bool, device: str,
                  backend: str, storage: str | None, ray_address: str | None, dataset: str | None,
                  hooks: Sequence[RunHooks], workers: int) -> None:
+        self.stage_seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.hooks = HookList(hooks)
         check_backend(backend, storage, ray_address)
         if backend == "ray" and workers > 1:
@@ -458,11 +465,12 @@ class SuiteRun:
             icfg = budget.get("importance", {})
             model_name = icfg.get("model", "resnet")
             _say(f"[bench] feature importance: integrated gradients of a supervised {model_name} on the training split")
-            self.importance = ig_importance(
-                x_num=prep.tab.x_num, x_cat=prep.tab.x_cat, names=prep.tab.num_names + prep.tab.cat_names,
-                y=data.y, train_idx=prep.train, val_idx=prep.val, task=data.task, n_classes=data.n_classes,
-                model_name=model_name, model_kwargs=suite.tabular_config(model_name), loss=self.loss, cfg=icfg,
-                seed=PRETRAIN_SEED)
+            with self.timed("importance"):
+                self.importance = ig_importance(
+                    x_num=prep.tab.x_num, x_cat=prep.tab.x_cat, names=prep.tab.num_names + prep.tab.cat_names,
+                    y=data.y, train_idx=prep.train, val_idx=prep.val, task=data.task, n_classes=data.n_classes,
+                    model_name=model_name, model_kwargs=suite.tabular_config(model_name), loss=self.loss, cfg=icfg,
+                    seed=PRETRAIN_SEED)
             top = ", ".join(f"{k} {v:.1%}" for k, v in list(self.importance["scores"].items())[:3])
             _say(f"[bench]   most important: {top}")
         self.settings = settings = train_settings(suite, prep.tab, self.importance)
@@ -502,6 +510,15 @@ class SuiteRun:
         self.shares_image = self.pcfg.get("image_encoder", "per_pair") == "shared"
         self.shared: list[SharedImage] = []  # pretrain.image_encoder: shared -> [the anchor's] once it is pretrained
         self.image_probes: dict[str, float] = {}  # image probe's validation metric by image encoder (key | random-init)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        """Add the wall time of the block to ``stage`` (reported at the end of the run and in ``timings.json``)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[stage] += time.perf_counter() - t0
 
     # ---------------------------------------------------------------------------------------- runs
     def spec_of(self, setting: str, tab_name: str, label: str, strategy: str, seed: int) -> RunSpec:
@@ -562,7 +579,8 @@ class SuiteRun:
         jobs = {f"{self.image_label}+{t}": self.pretrain_job(t) for t in todo_pairs}
         jobs = {name: job for name, job in jobs.items() if not job[1].exists()}
         if jobs:
-            pretrain_on_ray(jobs, self.placement, say=_say)
+            with self.timed("pretraining"):
+                pretrain_on_ray(jobs, self.placement, say=_say)
 
     # ---------------------------------------------------------------------------------- per pair
     def pair(self, tab_name: str) -> None:
@@ -571,7 +589,8 @@ class SuiteRun:
             self.bar.update(self.runs_per_pair)
             return  # every run of this encoder pair is finished: nothing to load
         tab_spec = tabular_encoder_spec(self.suite, self.prep, tab_name)
-        img_enc, tab_enc, pinfo = self.pretrain(tab_name)
+        with self.timed("pretraining"):
+            img_enc, tab_enc, pinfo = self.pretrain(tab_name)
         ho = pinfo.get("heldout") or {}
         shown = {k: _num(ho.get(k)) for k in ("itc_init", "itc", "chance_itc", "top1_init", "top1")}
         _say(f"[bench] pretrained {self.image_label}+{tab_name} "
@@ -602,10 +621,13 @@ class SuiteRun:
             return
         proto = setting.proto
         data_key = protocol_data_key(proto, self.prep.tab)
-        feats = self.features(pair, proto, data_key)
-        probes = self.probes(pair, proto, data_key, feats)
+        with self.timed("features"):
+            feats = self.features(pair, proto, data_key)
+        with self.timed("probes"):
+            probes = self.probes(pair, proto, data_key, feats)
         if setting.train_cond.kind == "none" and self.reference_models:
-            self.references(pair, setting_name, proto, feats)
+            with self.timed("reference rows"):
+                self.references(pair, setting_name, proto, feats)
         for label, base, _impute in self.variants:
             self.method(pair, setting_name, setting, feats, probes, label, base)
 
@@ -682,8 +704,9 @@ class SuiteRun:
         key = (pair.tab_name, label)
         if key not in self.profiles:
             try:
-                self.profiles[key] = _profile(pair.img_enc, pair.tab_enc, label, dims, self.n_out, fusion_kwargs, rconf,
-                                              self.data, budget.get("latency", {}))
+                with self.timed("latency profiles"):
+                    self.profiles[key] = _profile(pair.img_enc, pair.tab_enc, label, dims, self.n_out, fusion_kwargs, rconf,
+                                                  self.data, budget.get("latency", {}))
             except Exception as exc:  # a plug-in that cannot even be built or traced: its runs fail below
                 self.profiles[key] = exc
         for strategy in suite.strategies:
@@ -702,7 +725,8 @@ class SuiteRun:
             try:
                 if isinstance(self.profiles[key], Exception):
                     raise self.profiles[key]
-                best, search_info = self.search(ctx, fusion_cls, strategy, specs[0], setting_name)
+                with self.timed("searches"):
+                    best, search_info = self.search(ctx, fusion_cls, strategy, specs[0], setting_name)
             except Exception as exc:  # the search itself failed: every run of it is recorded as failed
                 for sp in todo:
                     reason = record_failure(run_dir(out, sp), sp, exc)
@@ -714,9 +738,10 @@ class SuiteRun:
             # the seeds' final fits: in this process, or in --workers forked processes (bench.executor)
             fit_one = FinalFit(ctx, best, search_info, suite, self.prov, self.env, self.profiles[key], pair.pinfo,
                                probes, warm)
-            run_fits(todo, fit_one, workers=self.workers, hooks=self.hooks, on_error=self.record_failed,
-                     run_dir_of=lambda sp: run_dir(out, sp), on_done=lambda _sp: self.bar.update(1),
-                     ray=self.placement)
+            with self.timed("final fits"):
+                run_fits(todo, fit_one, workers=self.workers, hooks=self.hooks, on_error=self.record_failed,
+                         run_dir_of=lambda sp: run_dir(out, sp), on_done=lambda _sp: self.bar.update(1),
+                         ray=self.placement)
 
     def search(self, ctx: _RunContext, fusion_cls, strategy: str, first: RunSpec, setting_name: str) -> tuple[dict, dict]:
         """The best hyper-parameters of one (tabular encoder, fusion, strategy[, protocol]) search
@@ -752,9 +777,16 @@ class SuiteRun:
         from bench.leaderboard import write_leaderboard
 
         plan_ids = [sp.run_id for sp in planned_specs(self.suite)] + self.reference_ids
-        reports = load_reports(self.suite_dir, run_ids=plan_ids)
-        write_leaderboard(self.suite_dir, expected_seeds=self.suite.seeds, run_ids=plan_ids)
-        return SuiteResult(self.suite_dir, reports, time.perf_counter() - t_start, plan_ids)
+        with self.timed("leaderboard"):
+            reports = load_reports(self.suite_dir, run_ids=plan_ids)
+            write_leaderboard(self.suite_dir, expected_seeds=self.suite.seeds, run_ids=plan_ids)
+        seconds = time.perf_counter() - t_start
+        stages = {k: round(v, 1) for k, v in self.stage_seconds.items()}
+        stages["other (data, checks, encodings of test conditions, writing)"] = round(seconds - sum(stages.values()), 1)
+        atomic_write_json(self.suite_dir / "timings.json", {"wall_seconds": round(seconds, 1), "stages": stages,
+                                                            "environment": self.env})
+        _say("[bench] wall time by stage: " + ", ".join(f"{k} {v:,.0f} s" for k, v in stages.items() if v >= 0.5))
+        return SuiteResult(self.suite_dir, reports, seconds, plan_ids, stages)
 
 
 class FinalFit:

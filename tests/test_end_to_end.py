@@ -25,6 +25,17 @@ def ol3i_smoke(tmp_path_factory):
     return out / "ol3i-incomplete"
 
 
+def test_the_run_says_where_its_wall_time_went(ol3i_smoke):
+    from bench.pipeline import STAGES
+
+    t = json.loads((ol3i_smoke / "timings.json").read_text())
+    stages = t["stages"]
+    assert set(STAGES) <= set(stages) and all(v >= 0 for k, v in stages.items() if k in STAGES)
+    for stage in ("importance", "pretraining", "features", "probes", "searches", "final fits", "leaderboard"):
+        assert stages[stage] > 0, stage  # the smoke suite runs every one of them
+    assert abs(sum(stages.values()) - t["wall_seconds"]) < 1.0
+
+
 def test_results_table_complete(ol3i_smoke):
     everything = pd.read_csv(ol3i_smoke / "results.csv")
     assert list(everything.columns) == RESULT_COLUMNS
