@@ -781,9 +781,9 @@ class SuiteRun:
             reports = load_reports(self.suite_dir, run_ids=plan_ids)
             write_leaderboard(self.suite_dir, expected_seeds=self.suite.seeds, run_ids=plan_ids)
         seconds = time.perf_counter() - t_start
-        stages = {k: round(v, 1) for k, v in self.stage_seconds.items()}
-        stages["other (data, checks, encodings of test conditions, writing)"] = round(seconds - sum(stages.values()), 1)
-        atomic_write_json(self.suite_dir / "timings.json", {"wall_seconds": round(seconds, 1), "stages": stages,
+        stages = {k: round(v, 3) for k, v in self.stage_seconds.items()}
+        stages["other (data, checks, encodings of test conditions, writing)"] = round(seconds - sum(stages.values()), 3)
+        atomic_write_json(self.suite_dir / "timings.json", {"wall_seconds": round(seconds, 3), "stages": stages,
                                                             "environment": self.env})
         _say("[bench] wall time by stage: " + ", ".join(f"{k} {v:,.0f} s" for k, v in stages.items() if v >= 0.5))
         return SuiteResult(self.suite_dir, reports, seconds, plan_ids, stages)
