@@ -5,12 +5,15 @@ harness faster on a CPU, without changing what a method computes, lives here, an
 measures that it still pays (section ``image_layout``).
 
 ``image_batch``: every image batch the harness feeds an image encoder (pretraining, feature encoding,
-end-to-end fine-tuning, the latency profile) is float32 in channels-last layout on a CPU. oneDNN's
-convolutions run faster on NHWC data (PyTorch picks the layout of a convolution from its input, so
-the encoder's weights need not change): ``resnet10t`` at 64 x 64 px, one thread, measured on the
-2-core Xeon (2026-12-03), 1.59x for inference (batch 256) and 1.54x for a training step (batch 128).
-The values are those of the same convolutions to float32 rounding (another kernel, another order of
-summation): runs are deterministic, but not bit-equal to the contiguous layout. On other devices the
+end-to-end fine-tuning, the latency profile) is float32 in channels-last layout on a CPU, where oneDNN's
+NHWC convolutions are faster for multi-channel images (PyTorch picks a convolution's layout from its
+input or its weights; the encoders' weights are left as they are). Measured with ``bench perf --only
+image_layout`` on the 2 idle Xeon cores (2026-12-04, three runs; resnet10t, 64 x 64 px, 3 channels as in
+DVM): 1.07-1.10x for inference at batch 256, 1.03-1.06x for a training step at batch 128; the pooled
+features agree to 1e-7. A single-channel batch (OL3I's CT slices) has the same memory layout either way, so PyTorch keeps
+its default kernels and nothing changes (bit-identical; measured 1.0x). Converting the encoder's
+weights too would also switch single-channel images (1.14x inference, 1.08x training, same machine),
+at the price of float32-rounding differences in every OL3I result: not done yet. On other devices the
 batch keeps PyTorch's default layout.
 """
 
