@@ -10,9 +10,9 @@ NHWC convolutions are faster for multi-channel images (PyTorch picks a convoluti
 input or its weights; the encoders' weights are left as they are). Measured with ``bench perf --only
 image_layout`` on the 2 idle Xeon cores (2026-12-04, three runs; resnet10t, 64 x 64 px, 3 channels as in
 DVM): 1.07-1.10x for inference at batch 256, 1.03-1.06x for a training step at batch 128; the pooled
-features agree to 1e-7. A single-channel batch (OL3I's CT slices) has the same memory layout either way, so PyTorch keeps
-its default kernels and nothing changes (bit-identical; measured 1.0x). Converting the encoder's
-weights too would also switch single-channel images (1.14x inference, 1.08x training, same machine),
+features agree to 1e-7. A single-channel batch (OL3I's CT slices) has the same memory layout either
+way, so PyTorch keeps its default kernels and nothing changes (bit-identical; 1.07x / 0.98x measured,
+noise). Converting the encoder's weights too would also switch single-channel images (1.14x inference, 1.08x training, same machine),
 at the price of float32-rounding differences in every OL3I result: not done yet. On other devices the
 batch keeps PyTorch's default layout.
 """

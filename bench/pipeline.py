@@ -575,11 +575,11 @@ class SuiteRun:
         """On Ray, the pairs that still have runs to do pretrain at once, on the cluster (the shared anchor first)."""
         if self.placement is None:
             return
-        todo_pairs = [t for t in self.suite.tabular_encoders if self.pending_runs(t)]
-        jobs = {f"{self.image_label}+{t}": self.pretrain_job(t) for t in todo_pairs}
-        jobs = {name: job for name, job in jobs.items() if not job[1].exists()}
-        if jobs:
-            with self.timed("pretraining"):
+        with self.timed("pretraining"):  # pretrain_job trains the shared image encoder's anchor first
+            todo_pairs = [t for t in self.suite.tabular_encoders if self.pending_runs(t)]
+            jobs = {f"{self.image_label}+{t}": self.pretrain_job(t) for t in todo_pairs}
+            jobs = {name: job for name, job in jobs.items() if not job[1].exists()}
+            if jobs:
                 pretrain_on_ray(jobs, self.placement, say=_say)
 
     # ---------------------------------------------------------------------------------- per pair
@@ -729,9 +729,7 @@ class SuiteRun:
                     best, search_info = self.search(ctx, fusion_cls, strategy, specs[0], setting_name)
             except Exception as exc:  # the search itself failed: every run of it is recorded as failed
                 for sp in todo:
-                    reason = record_failure(run_dir(out, sp), sp, exc)
-                    self.hooks.run_failed(sp, reason, run_dir(out, sp))
-                    _say(f"[bench] run {sp.run_id} failed: {reason}")
+                    self.record_failed(sp, exc, self.hooks)
                 self.bar.update(len(todo))
                 continue
             self.bar.set_postfix_str(f"{pair.tab_name}/{label}/{strategy}/{setting_name}")
