@@ -20,8 +20,10 @@ Fusion
     image_available=None, tabular_available=None) -> FusionOutput``.
     Constructor keyword-only: ``(*, dims: FusionDims, n_classes, **hyperparameters)``.
     Class attributes declare what it needs: ``needs_tokens`` (token sequences, not only pooled
-    vectors of the image), ``needs_tabular_tokens`` (all tabular tokens, not only the pooled one)
-    and ``handles_missing`` (accepts availability masks with ``False`` entries).
+    vectors of the image), ``needs_tabular_tokens`` (all tabular tokens, not only the pooled one),
+    ``handles_missing`` (accepts availability masks with ``False`` entries) and ``reads`` (the
+    modalities its output depends on; default both: a single-modality baseline names one, and
+    :class:`MultimodalModel` then skips the other encoder, which is placeholder zeros for it).
 
     Availability masks are boolean ``[B]`` tensors; ``False`` = that modality is missing for the
     sample. The harness then hands zeros in that modality's tensors, but a fusion must not rely on
@@ -99,6 +101,9 @@ class Fusion(nn.Module):
     #: "tabular token", and it spares caching [n, n_features + 1, d] per sample); True: all tokens.
     needs_tabular_tokens: ClassVar[bool] = False
     handles_missing: ClassVar[bool] = False
+    #: The modalities whose tensors the output depends on (the conformance kit checks the claim); a
+    #: model with this fusion never runs the encoder of a modality left out (its tensors are zeros).
+    reads: ClassVar[tuple[str, ...]] = ("image", "tabular")
     #: Hyper-parameters a search may tune, as data: name -> optuna-style spec.
     search_space: ClassVar[dict[str, dict]] = {}
     #: Keyword arguments that make a small instance for the conformance kit (``bench check-plugin``)
@@ -154,13 +159,39 @@ class Fusion(nn.Module):
 
 
 class MultimodalModel(nn.Module):
-    """image encoder + tabular encoder + fusion; what the *trainable* strategy optimises end to end."""
+    """image encoder + tabular encoder + fusion; what the *trainable* strategy optimises end to end.
+
+    An encoder whose modality the fusion does not read (``Fusion.reads``) is kept (its weights are
+    the pair's) but never run: its tensors reach the fusion as zeros, so a single-modality baseline
+    costs what its one encoder costs (training, latency, FLOPs).
+    """
 
     def __init__(self, image_encoder: nn.Module, tabular_encoder: nn.Module, fusion: Fusion):
         super().__init__()
         self.image_encoder = image_encoder
         self.tabular_encoder = tabular_encoder
         self.fusion = fusion
+
+    def reads(self, modality: str) -> bool:
+        """Whether the fusion's output depends on ``modality`` (``image`` or ``tabular``)."""
+        return modality in getattr(self.fusion, "reads", ("image", "tabular"))
+
+    def unread_encoders(self) -> list[nn.Module]:
+        """The encoders this model never runs (see the class docstring)."""
+        return [enc for modality, enc in (("image", self.image_encoder), ("tabular", self.tabular_encoder))
+                if not self.reads(modality)]
+
+    def _placeholder(self, modality: str, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Zero ``(tokens, pooled)`` of the shapes the fusion was built for, for an unread modality."""
+        d, batch = self.fusion.dims, like.shape[0]
+        if modality == "image":
+            shape_tok, width = (d.image_tokens, d.image_token), d.image_pooled
+        elif self.fusion.needs_tabular_tokens:
+            shape_tok, width = (d.tabular_tokens, d.tabular_token), d.tabular_pooled
+        else:
+            shape_tok, width = (1, d.tabular_pooled), d.tabular_pooled
+        zeros = like.new_zeros((batch, *shape_tok), dtype=torch.float32)
+        return zeros, like.new_zeros((batch, width), dtype=torch.float32)
 
     def forward(
         self,
@@ -170,11 +201,17 @@ class MultimodalModel(nn.Module):
         image_available: Tensor | None = None,
         tabular_available: Tensor | None = None,
     ) -> FusionOutput:
-        img = self.image_encoder(images)
-        tab = self.tabular_encoder(x_num, x_cat)
-        img_tokens, img_pooled = img.tokens, img.pooled
-        tab_tokens = tab.tokens if self.fusion.needs_tabular_tokens else tab.pooled[:, None, :]
-        tab_pooled = tab.pooled
+        if self.reads("image"):
+            img = self.image_encoder(images)
+            img_tokens, img_pooled = img.tokens, img.pooled
+        else:
+            img_tokens, img_pooled = self._placeholder("image", x_num)
+        if self.reads("tabular"):
+            tab = self.tabular_encoder(x_num, x_cat)
+            tab_tokens = tab.tokens if self.fusion.needs_tabular_tokens else tab.pooled[:, None, :]
+            tab_pooled = tab.pooled
+        else:
+            tab_tokens, tab_pooled = self._placeholder("tabular", images)
         # a missing modality reaches the fusion as its mask, with zeros in its tensors
         if image_available is not None:
             img_tokens, img_pooled = zero_missing(img_tokens, image_available), zero_missing(img_pooled, image_available)

@@ -601,6 +601,29 @@ def fusion_missing_invariance(cls: type) -> str:
     return f"logits unchanged under random content in missing modalities ({len(_masks())} mask patterns)"
 
 
+@_check("fusion", "reads")
+def fusion_reads(cls: type) -> str:
+    """``reads`` names image and/or tabular, and the output does not depend on a modality it leaves out."""
+    reads = tuple(getattr(cls, "reads", ("image", "tabular")))
+    _require(reads and set(reads) <= {"image", "tabular"} and len(set(reads)) == len(reads),
+             f"{cls.__name__}.reads must name 'image' and/or 'tabular' once each, got {reads!r}")
+    unread = [m for m in ("image", "tabular") if m not in reads]
+    if not unread:
+        raise _NotApplicable("reads both modalities")
+    fusion = build_fusion(cls).eval()
+    inputs = fusion_inputs(cls)
+    g = torch.Generator().manual_seed(6)
+    changed = [x.clone() for x in inputs]
+    for modality in unread:
+        for i in _MODALITY_INPUTS[modality]:
+            changed[i] = 10 * torch.randn(inputs[i].shape, generator=g) + 3
+    with torch.no_grad():
+        diff = _max_diff(fusion(*inputs).logits, fusion(*changed).logits)
+    _require(diff == 0.0, f"reads={reads!r} but the logits change by {diff:.3g} with the {unread[0]} tensors; "
+                          f"add {unread[0]!r} to reads")
+    return f"reads {', '.join(reads)}: logits unchanged under random {unread[0]} tensors"
+
+
 @_check("fusion", "missing_gradients")
 def fusion_missing_gradients(cls: type) -> str:
     """No gradient flows into a missing modality's inputs (from logits or aux losses), whatever they hold."""

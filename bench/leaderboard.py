@@ -958,12 +958,18 @@ def suite_metadata(suite_dir: Path, reports: list | None = None) -> dict:
     meta["logit_offsets"] = offsets
     meta["plugins"] = plugins
     meta["encoder_change"] = {
-        tab: {"image": float(np.median([c[0] for c in cs])), "tabular": float(np.median([c[1] for c in cs])),
+        # a single-modality head's other encoder is never run (None): left out of that encoder's median
+        tab: {"image": _median_given([c[0] for c in cs]), "tabular": _median_given([c[1] for c in cs]),
               "delta_val": ("–" if all(c[2] is None for c in cs) else
                             f"{np.mean([c[2] for c in cs if c[2] is not None]) * 100:+.2f}"), "n": len(cs)}
         for tab, cs in changes.items()}
     meta["latency_runs"] = meta.get("budget_config", {}).get("latency", {}).get("runs", "n")
     return meta
+
+
+def _median_given(values: list) -> float:
+    given = [v for v in values if v is not None]
+    return float(np.median(given)) if given else float("nan")
 
 
 def write_leaderboard(suite_dir: Path, *, expected_seeds: list[int] | None = None, publish_to: Path | None = None,

@@ -510,6 +510,8 @@ class SuiteRun:
         self.shares_image = self.pcfg.get("image_encoder", "per_pair") == "shared"
         self.shared: list[SharedImage] = []  # pretrain.image_encoder: shared -> [the anchor's] once it is pretrained
         self.image_probes: dict[str, float] = {}  # image probe's validation metric by image encoder (key | random-init)
+        self.shared_fits: dict[str, tuple] = {}  # fits that do not depend on the pair (_RunContext.share_key)
+        self.reference_memo: dict = {}  # classical models' scores by their inputs (bench.reference)
 
     @contextlib.contextmanager
     def timed(self, stage: str):
@@ -683,7 +685,7 @@ class SuiteRun:
                    prep=self.prep, x_num=proto.x_num, x_cat=proto.x_cat, seeds=self.suite.seeds, prov=self.prov,
                    env=self.env, base_fingerprint=reference_base_fingerprint(self.suite, self.prov, setting_name,
                                                                              pair.tab_name),
-                   force=self.force, say=_say)
+                   force=self.force, say=_say, memo=self.reference_memo)
         if setting_name not in self.reference_done:
             self.reference_ids.extend(write_reference_runs(
                 **ref, image_features=None, pair=None, ceilings=self.ceilings if setting_name == "complete" else None))
@@ -722,6 +724,8 @@ class SuiteRun:
                               fusion_kwargs, rconf, strategy, self.loss, budget, warm_from, self.importance,
                               self.needs_tab_tokens, out)
             ctx.test_states = pair.test_states if strategy == "frozen" else {}
+            if self.shares_image:  # an image-only model's fit is the same for every pair: made once (share_key)
+                ctx.image_key, ctx.shared_fits = pair.pinfo.get("image_key"), self.shared_fits
             try:
                 if isinstance(self.profiles[key], Exception):
                     raise self.profiles[key]
@@ -821,7 +825,7 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
     hooks.run_start(sp, {**best, "rconf": ctx.rconf, **ctx.fusion_kwargs})
     val_name = f"val_{primary_metric(data.task)}"
     model, fit_res, seconds, reused = ctx.final_train(
-        best, sp.seed, on_epoch=lambda epoch, val: hooks.epoch_end(sp, epoch, {val_name: val}))
+        best, sp.seed, on_epoch=lambda epoch, val: hooks.epoch_end(sp, epoch, {val_name: val}), run_id=sp.run_id)
     rd = run_dir(ctx.out, sp)
     if sp.strategy == "frozen":  # the head a warm-started trainable run starts from
         rd.mkdir(parents=True, exist_ok=True)
@@ -871,8 +875,10 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
     encoder_change = {}
     if sp.strategy == "trainable":  # did end-to-end training move the encoders, and what did it do to validation?
         encoder_change = {"encoder_change": {
-            "image_relative_l2": relative_change(ctx.img_enc, model.image_encoder),
-            "tabular_relative_l2": relative_change(ctx.tab_enc, model.tabular_encoder),
+            # an encoder the model never runs (a single-modality head's other one) is not trained: None
+            "image_relative_l2": relative_change(ctx.img_enc, model.image_encoder) if model.reads("image") else None,
+            "tabular_relative_l2": (relative_change(ctx.tab_enc, model.tabular_encoder)
+                                    if model.reads("tabular") else None),
             "val_first_epoch": fit_res.history[0]["val"] if fit_res.history and "val" in fit_res.history[0] else None,
             "val_best": fit_res.best_val}}
     # the decision rule (binary: a threshold) is chosen on validation, never on test
@@ -883,8 +889,7 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
         profile=profile, provenance=prov,
         training={"epochs_run": fit_res.epochs_run, "best_epoch": fit_res.best_epoch, "seconds": seconds,
                   "history": fit_res.history, "search": search_info,
-                  **({"fit": "the search's trial with this configuration and seed (the same computation)"}
-                     if reused else {}), "pretraining": pinfo, "probes": probes,
+                  **({"fit": reused} if reused else {}), "pretraining": pinfo, "probes": probes,
                   "protocol": ctx.describe(), "warm_start": "frozen head of the same seed" if warm else "none",
                   "kind": getattr(get("fusion", parse_variant(sp.fusion)[0]), "role", "fusion"),
                   "logit_offset_removed": offset, **encoder_change},
@@ -983,6 +988,9 @@ class _RunContext:
         self.fit_state = self.base
         self.test_states: dict = {}
         self.search_fits: dict[str, tuple] = {}  # the search's frozen fits by (configuration, seed): see final_train
+        self.fusion_cls = get("fusion", parse_variant(fusion_name)[0])
+        self.image_key: str | None = None  # set by the suite when pairs share one image encoder: see share_key
+        self.shared_fits: dict[str, tuple] = {}  # by share_key: the suite's dict, shared by its contexts
         self.fusion_reads_tab_tokens = bool(getattr(get("fusion", parse_variant(fusion_name)[0]), "needs_tabular_tokens", False))
 
     def describe(self) -> str:
@@ -1089,30 +1097,54 @@ class _RunContext:
             self.search_fits[_fit_key(hp, seed)] = (model, res, round(time.perf_counter() - t0, 2))
         return res.best_val
 
-    def final_train(self, hp: dict, seed: int, on_epoch=None):
-        """``(model, fit result, seconds, reused)`` for a seed's final fit.
+    def share_key(self, hp: dict, seed: int) -> str | None:
+        """What a fit of a model that reads the image alone depends on, when the encoder pairs share one image
+        encoder (``pretrain.image_encoder: shared``): the image encoder, the method, strategy, configuration,
+        seed and the training missingness, not the pair's tabular encoder nor the protocol's table. Pairs
+        with equal keys make the same fit (same features or encoder, labels, initialisation and batches),
+        which :meth:`final_train` then takes instead of repeating it. None: no such sharing."""
+        if self.image_key is None or tuple(getattr(self.fusion_cls, "reads", ())) != ("image",):
+            return None
+        cond = self.setting.train_cond
+        return json.dumps({"image": self.image_key, "method": self.fusion_name, "strategy": self.strategy,
+                           "hp": hp, "seed": int(seed), "train": [cond.kind, cond.rate, cond.label],
+                           "kwargs": self.fusion_kwargs}, sort_keys=True, default=str)
+
+    def final_train(self, hp: dict, seed: int, on_epoch=None, run_id: str | None = None):
+        """``(model, fit result, seconds, reused)`` for a seed's final fit; ``reused`` says whose fit it is
+        when it was not trained here (None when it was).
 
         The search trial of this configuration at this seed, run by this process on this setting, is the
         same computation as the final fit (same data, initialisation, batches and epochs; the search seed
-        is the suite's first seed), so its fit is taken instead of being repeated (``reused``; its epochs
-        are replayed to ``on_epoch``, ``seconds`` is what it cost). Anything else trains here.
+        is the suite's first seed), so its fit is taken instead of being repeated (its epochs are replayed to
+        ``on_epoch``, ``seconds`` is what it cost). So is the fit of another pair's run with the same
+        :meth:`share_key` (an image-only head on a shared image encoder). Anything else trains here.
         """
+        share = self.share_key(hp, seed)
         kept = self.search_fits.pop(_fit_key(hp, seed), None)
+        reused = "the search's trial with this configuration and seed (the same computation)" if kept else None
+        if kept is None and share is not None and share in self.shared_fits:
+            *kept, source = self.shared_fits[share]
+            reused = (f"run {source}'s fit (the same computation: this model reads only the image, and the "
+                      "pairs share one image encoder)")
         if kept is not None:
             self.prepare_fit(seed)
             model, res, seconds = kept
             for row in res.history if on_epoch is not None else ():
                 if "val" in row:
                     on_epoch(row["epoch"], row["val"])
-            return model, res, seconds, True
-        t0 = time.perf_counter()
-        model, res = self.train(hp, seed, on_epoch=on_epoch)
-        return model, res, round(time.perf_counter() - t0, 2), False
+        else:
+            t0 = time.perf_counter()
+            model, res = self.train(hp, seed, on_epoch=on_epoch)
+            seconds = round(time.perf_counter() - t0, 2)
+        if share is not None and share not in self.shared_fits:
+            self.shared_fits[share] = (model, res, seconds, run_id)
+        return model, res, seconds, reused
 
     def __getstate__(self) -> dict:
         """Pickled for remote search trials (Ray): a frozen-feature run leaves the raw images behind."""
         state = dict(self.__dict__)
-        state["search_fits"] = {}  # fits kept by trials in this process stay here
+        state["search_fits"] = state["shared_fits"] = {}  # fits kept by this process stay here
         if self.strategy == "frozen":
             data = copy.copy(self.prep.data)
             data.images = data.images[:0]

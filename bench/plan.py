@@ -85,6 +85,7 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     reference = bool(budget.get("reference", {}).get("classical", True))
     fit_cost = {s: _fit_cost(budget, s) for s in suite.strategies}
     anchor_listed = anchor in suite.tabular_encoders  # else pretrained first, for the others to align to
+    shared_fits: set[tuple] = set()
     for tab in suite.tabular_encoders:
         pending = [sp for sp in specs if sp.tabular_encoder == tab and not done[sp.run_id]]
         if shared and tab != anchor and not anchor_listed:
@@ -110,8 +111,10 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
                         found = [is_done(run_dir(out, sp), fp) for sp, fp in
                                  (reference_spec(suite, setting, image_label, pair, row, what, seed, base_fp)
                                   for seed in suite.seeds)]
+                        # pairs that share one image encoder have the same image features: fitted once
+                        again = shared and pair is not None and tab != suite.tabular_encoders[0]
                         tasks.append(Task("reference", f"{row} · {pair or RAW} / {setting} × {len(found)} seed(s)",
-                                          all(found), float(len(found)), "models"))
+                                          all(found), 0.0 if again else float(len(found)), "models"))
         searches: dict[str, list] = {}  # one search per stem; per_protocol false: a fusion's variants share one
         for sp in (sp for sp in specs if sp.tabular_encoder == tab):
             searches.setdefault(search_stem(suite, sp), []).append(sp)
@@ -125,9 +128,16 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
             first = next((sp for sp in runs if not done[sp.run_id]), None)  # where the search will run
             if not search_done and strategy == "frozen" and trials.n_trials > 1 and first.seed == suite.seeds[0]:
                 from_search.add(first.run_id)
-        tasks += [Task("fit", sp.run_id, done[sp.run_id],
-                       *((0.0, fit_cost[sp.strategy][1]) if sp.run_id in from_search else fit_cost[sp.strategy]))
-                  for sp in specs if sp.tabular_encoder == tab]
+        for sp in (sp for sp in specs if sp.tabular_encoder == tab):
+            # an image-only model on a shared image encoder: one fit for every pair (_RunContext.share_key)
+            share = (sp.fusion, sp.strategy, sp.seed, "complete" if settings.get(sp.protocol) else sp.protocol) \
+                if shared and tuple(getattr(get("fusion", parse_variant(sp.fusion)[0]), "reads", ())) == ("image",) \
+                else None
+            free = sp.run_id in from_search or (share is not None and share in shared_fits)
+            if share is not None:
+                shared_fits.add(share)
+            tasks.append(Task("fit", sp.run_id, done[sp.run_id],
+                              *((0.0, fit_cost[sp.strategy][1]) if free else fit_cost[sp.strategy])))
     tasks.append(Task("render", f"{suite_dir / 'leaderboard.md'}", False, 1.0, "tables"))
     return tasks
 

@@ -579,9 +579,12 @@ def profile_model(
         fusion_latency = measure_module_latency(fusion, fusion_args, warmup=warmup, runs=runs)
         peak = peak_memory_mb(lambda: model(*model_args), device=device)
 
+    # an encoder the model never runs (a single-modality baseline's other encoder) is not part of its cost
+    unread = list(getattr(model, "unread_encoders", lambda: [])())
     return ProfileReport(
-        params_total=count_parameters(model),
-        params_trainable_total=count_parameters(model, trainable_only=True),
+        params_total=count_parameters(model) - sum(count_parameters(m) for m in unread),
+        params_trainable_total=count_parameters(model, trainable_only=True)
+        - sum(count_parameters(m, trainable_only=True) for m in unread),
         params_fusion=count_parameters(fusion),
         gmac_total=gmac_total.gmac,
         gmac_fusion=gmac_fusion.gmac,

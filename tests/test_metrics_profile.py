@@ -410,3 +410,26 @@ def test_profile_model_without_x_cat():
     del ex["x_cat"]
     report = profile_model(model, ex, runs=2, warmup=0)
     assert report.gmac_total == pytest.approx((1 * 4 * 2 * 2 * 16 + 5 * 3 + 7 * 2) / 1e9, rel=1e-12)
+
+
+def test_single_modality_model_never_runs_the_other_encoder():
+    """``Fusion.reads``: an image-only model skips the tabular encoder (training, latency, FLOPs, parameters)."""
+    from baselines.fusion.unimodal import ImageOnly, TabularOnly
+
+    dims = FusionDims(image_pooled=4, image_token=4, tabular_pooled=3, tabular_token=3, image_tokens=16)
+    for cls, unread in ((ImageOnly, "tabular"), (TabularOnly, "image")):
+        torch.manual_seed(0)
+        model = MultimodalModel(_TinyImageEncoder(in_chans=1, image_size=8),
+                                _TinyTabularEncoder(n_num=5, cat_cardinalities=[3, 4]), cls(dims=dims, n_classes=2))
+        calls = []
+        getattr(model, f"{unread}_encoder").register_forward_hook(lambda *a, c=calls: c.append(1))
+        ex = _example()
+        out = model(**ex).logits
+        assert not calls
+        read = model.image_encoder(ex["images"]).pooled if unread == "tabular" else \
+            model.tabular_encoder(ex["x_num"], ex["x_cat"]).pooled
+        assert torch.equal(out, model.fusion.head(read))
+        rep = profile_model(model, ex, runs=3, warmup=1)
+        assert not calls
+        other = getattr(model, f"{unread}_encoder")
+        assert rep.params_total == count_parameters(model) - count_parameters(other)

@@ -40,6 +40,7 @@ class ImageOnly(_SingleModality):
     """Image-only head: logits from the pooled image features alone."""
 
     modality = "image"
+    reads = ("image",)
 
 
 @register_fusion("tabular_only", summary="baseline: one linear layer on the pooled tabular vector (image ignored)")
@@ -47,3 +48,4 @@ class TabularOnly(_SingleModality):
     """Tabular-only head: logits from the pooled tabular features alone."""
 
     modality = "tabular"
+    reads = ("tabular",)
