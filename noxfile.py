@@ -41,6 +41,7 @@ def perf(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def leaderboard(session: nox.Session) -> None:
-    """Re-render every published leaderboard from its committed results; fails unless byte-for-byte identical."""
+    """Re-render every published leaderboard from its committed results; fails unless identical (text byte for byte, figures
+    pixel for pixel up to anti-aliasing: bench.publish.same_figure)."""
     session.install("-e", ".")
     session.run("python", "-m", "bench.publish", *session.posargs)

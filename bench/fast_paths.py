@@ -4,17 +4,18 @@ Methods (``baselines/``) stay plain ``torch.nn`` modules a researcher can copy; 
 harness faster on a CPU, without changing what a method computes, lives here, and ``bench perf``
 measures that it still pays (section ``image_layout``).
 
-``image_batch``: every image batch the harness feeds an image encoder (pretraining, feature encoding,
-end-to-end fine-tuning, the latency profile) is float32 in channels-last layout on a CPU, where oneDNN's
-NHWC convolutions are faster for multi-channel images (PyTorch picks a convolution's layout from its
-input or its weights; the encoders' weights are left as they are). Measured with ``bench perf --only
-image_layout`` on the 2 idle Xeon cores (2026-12-04, three runs; resnet10t, 64 x 64 px, 3 channels as in
-DVM): 1.07-1.10x for inference at batch 256, 1.03-1.06x for a training step at batch 128; the pooled
-features agree to 1e-7. A single-channel batch (OL3I's CT slices) has the same memory layout either
-way, so PyTorch keeps its default kernels and nothing changes (bit-identical; 1.07x / 0.98x measured,
-noise). Converting the encoder's weights too would also switch single-channel images (1.14x inference, 1.08x training, same machine),
-at the price of float32-rounding differences in every OL3I result: not done yet. On other devices the
-batch keeps PyTorch's default layout.
+Channels-last image encoders on a CPU. ``image_batch``: every image batch the harness feeds an image
+encoder (pretraining, feature encoding, end-to-end fine-tuning, the latency profile) is float32 in
+channels-last layout on a CPU; ``place_image_encoder``: every image encoder the harness places on a
+CPU has its 4-d weights in channels-last layout too. oneDNN's NHWC convolutions are then used for
+every image, single-channel included (PyTorch picks a convolution's layout from its input *or* its
+weights, and a one-channel batch has the same memory layout either way, so the batch alone changes
+nothing for OL3I's CT slices). Same function; float32 rounding differs (pooled features agree to
+~1e-6), so ``NUMERICS`` enters every run fingerprint and pretraining cache key: results and weights
+made with the other layout are never reused silently. Measured with ``bench perf --only image_layout``
+(resnet10t, 64 x 64 px, 1 channel as in OL3I, inference at batch 256, a training step at batch 128),
+see the README's *Performance* section for the figures on each machine. On other devices both keep
+PyTorch's default layout.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["image_batch"]
+__all__ = ["NUMERICS", "image_batch", "place_image_encoder"]
+
+#: What the fast paths change in a result's float32 rounding; part of every run fingerprint and pretraining key.
+NUMERICS = "cpu-image-encoder-channels-last-v1"
 
 
 def image_batch(images, device: torch.device | str = "cpu") -> Tensor:
@@ -33,3 +37,13 @@ def image_batch(images, device: torch.device | str = "cpu") -> Tensor:
     if x.device.type == "cpu" and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def place_image_encoder(module: torch.nn.Module, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """``module`` (an image encoder) moved to ``device``; on a CPU its 4-d weights in channels-last layout.
+
+    In place, like ``Module.to``: call it before an optimizer is made for the module's parameters."""
+    module = module.to(device)
+    if torch.device(device).type == "cpu":
+        module = module.to(memory_format=torch.channels_last)
+    return module

@@ -131,8 +131,11 @@ class Fingerprints:
         if needs_importance(suite):
             model = suite.budget.get("importance", {}).get("model", "resnet")
             shared["importance_model"] = plugin_identity("tabular_encoder", model)
+        from bench.fast_paths import NUMERICS
+
         self.base = {
             "bench": __version__,
+            "numerics": NUMERICS,
             "budget": {"name": suite.budget_name, "settings": _sha(budget)},
             "dataset": {k: prov.get(k) for k in ("dataset", "source", "version", "checksum")},
             "suite": {"name": suite.name, "version": suite.version, "definition": _sha(definition)},
@@ -169,6 +172,8 @@ def describe_change(old: dict, new: dict) -> str:
     out = []
     if old.get("bench") != new.get("bench"):
         out.append(f"bench version {old.get('bench')} → {new.get('bench')}")
+    if old.get("numerics") != new.get("numerics"):
+        out.append(f"harness numerics {old.get('numerics') or 'default CPU layout'} → {new.get('numerics')}")
     ob, nb = old.get("budget", {}), new.get("budget", {})
     if ob.get("name") != nb.get("name"):
         out.append(f"budget {ob.get('name')} → {nb.get('name')}")

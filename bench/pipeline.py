@@ -38,7 +38,7 @@ from bench.api import FusionDims, FusionOutput, MultimodalModel, zero_missing
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
 from bench.executor import RayPlacement, pretrain_on_ray, process_info, run_fits
-from bench.fast_paths import image_batch
+from bench.fast_paths import image_batch, place_image_encoder
 from bench.fingerprint import planned_specs, reconcile, run_fingerprint, search_stem
 from bench.hooks import HookList, RunHooks
 from bench.importance import ig_importance
@@ -605,7 +605,7 @@ class SuiteRun:
             _say(f"[bench]   held-out table reconstruction: numeric R^2 {_num(rec.get('numeric_r2'))} (chance 0), "
                  f"categorical accuracy {_num(rec.get('categorical_accuracy'))} (majority {_num(rec.get('categorical_majority'))})")
         torch.manual_seed(PRETRAIN_SEED)  # the exact starting point of pretraining, for the random-init probes
-        init_img, init_tab = self.image_spec.build().to(self.dev), tab_spec.build().to(self.dev)
+        init_img, init_tab = place_image_encoder(self.image_spec.build(), self.dev), tab_spec.build().to(self.dev)
         if hasattr(init_tab, "tokens_needed"):
             init_tab.tokens_needed = False
         if hasattr(tab_enc, "tokens_needed"):  # no fusion reads all tabular tokens: skip computing them

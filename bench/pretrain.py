@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.executor import process_info
-from bench.fast_paths import image_batch
+from bench.fast_paths import NUMERICS, image_batch, place_image_encoder
 from bench.registry import get
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def pretrain_key(data_checksum: str, image: EncoderSpec, tabular: EncoderSpec, c
                  image_from: str | None = None) -> str:
     blob = json.dumps(
         {"data": data_checksum, "image": image.key(), "tabular": tabular.key(), "cfg": cfg, "seed": seed, "v": 2,
-         "image_from": image_from},
+         "image_from": image_from, "numerics": NUMERICS},
         sort_keys=True,
         default=str,
     )
@@ -339,7 +339,7 @@ def pretrain_pair(
         state = torch.load(path, map_location="cpu", weights_only=True)
         img_enc.load_state_dict(state["image"])
         tab_enc.load_state_dict(state["tabular"])
-        return img_enc.to(device), tab_enc.to(device), {**state["info"], "cached": True, "cache_key": key,
+        return place_image_encoder(img_enc, device), tab_enc.to(device), {**state["info"], "cached": True, "cache_key": key,
                                                         "cache_path": str(path)}
 
     t0 = time.perf_counter()
@@ -368,6 +368,7 @@ def pretrain_pair(
                                  [int(x_cat[:, j].max()) + 1 for j in range(x_cat.shape[1])])
     extra = [m for m in (sup, decoder) if m is not None]
     modules = nn.ModuleList([img_enc, tab_enc, head_img, head_tab, *extra]).to(device)
+    place_image_encoder(img_enc, device)
     opt = torch.optim.Adam([p for p in modules.parameters() if p.requires_grad], lr=float(cfg["lr"]),
                            weight_decay=float(cfg.get("weight_decay", 0)))
     temperature = float(cfg.get("temperature", 0.1))

@@ -1,4 +1,5 @@
-"""Published leaderboards re-render byte-for-byte from the compact results committed beside them."""
+"""Published leaderboards re-render from the compact results committed beside them: text byte for byte, figures
+pixel for pixel up to anti-aliasing."""
 
 from __future__ import annotations
 
@@ -54,3 +55,31 @@ def test_compact_predictions_keep_test_and_validation_arrays_as_stored(tmp_path)
         assert z["test_logits__missing-image@test=0.5"].dtype == np.float32  # one column: kept exact
         assert np.array_equal(z["test_logits__missing-image@test=0.5"], binary)
         assert z["test_image_available"].dtype == bool and z["test_ids"].dtype.kind == "U"
+
+
+def test_figures_compare_pixel_for_pixel_up_to_anti_aliasing():
+    """A PNG may differ from its committed copy by anti-aliasing at a few edge pixels (another CPU's NumPy
+    SIMD paths move an axis edge by a fraction of a pixel), never by a moved marker."""
+    import io
+
+    import numpy as np
+    from matplotlib.image import imsave
+
+    from bench.publish import same_figure
+
+    def png(img):
+        buf = io.BytesIO()
+        imsave(buf, img, format="png")
+        return buf.getvalue()
+
+    base = np.ones((400, 600, 3))
+    base[100:300, 100] = base[100:300, 500] = 0.2  # two axis edges
+    base[195:205, 295:305] = (0.1, 0.3, 0.8)        # a marker
+    edge = base.copy()
+    edge[100:110, 501] = 0.9                        # anti-aliased edge pixels: 10 of 240,000, by 0.1
+    moved = base.copy()
+    moved[195:205, 295:305] = 1.0
+    moved[195:205, 298:308] = (0.1, 0.3, 0.8)       # the marker 3 pixels to the right
+    assert same_figure(png(base), png(base)) and same_figure(png(base), png(edge))
+    assert not same_figure(png(base), png(moved))
+    assert not same_figure(png(base), png(base[:-1]))  # another size
