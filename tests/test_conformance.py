@@ -105,6 +105,12 @@ class StateOutsideStateDict(GoodFusion):
         return FusionOutput(super().fuse(*args).logits * self.scale)
 
 
+class ClaimsImageOnly(GoodFusion):
+    """Declares that it reads only the image, yet its logits use the tabular vector."""
+
+    reads = ("image",)
+
+
 class Untraceable(GoodFusion):
     def fuse(self, *args):
         out = super().fuse(*args)
@@ -139,6 +145,7 @@ def test_a_conforming_fusion_passes_every_check(check):
         (UnknownSearchParameter, "search_space", "'depth' is neither a constructor argument"),
         (StateOutsideStateDict, "state_dict", "differs after load_state_dict"),
         (Untraceable, "flops", "could not trace"),
+        (ClaimsImageOnly, "reads", "add 'tabular' to reads"),
         (nn.Linear, "contract", "must be a subclass of bench.api.Fusion"),
     ],
 )
@@ -189,7 +196,7 @@ def test_check_plugin_passes_for_a_builtin(capsys):
     assert main(["check-plugin", "concat"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("fusion 'concat' [builtin]")
-    assert "12 checks: 10 passed, 2 skipped, 0 failed" in out
+    assert "13 checks: 11 passed, 2 skipped, 0 failed" in out
     for check in check_names("fusion"):
         assert f"  {check} " in out
 

@@ -67,7 +67,7 @@ def test_check_plugin_passes(plugin_env):
     proc = _bench(plugin_env[1], "check-plugin", "lmf")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("fusion 'lmf' [bench-fusion-lmf]")
-    assert "12 checks: 12 passed, 0 skipped, 0 failed" in proc.stdout
+    assert "13 checks: 13 passed, 0 skipped, 0 failed" in proc.stdout
 
 
 def test_suite_run_puts_the_plugin_next_to_a_builtin(plugin_env):
