@@ -122,7 +122,7 @@ def bench_ft_mamba(
         ref = sequential(x).tokens
         diffs = {name: float(((models[name](x).tokens - ref).abs().max() / ref.abs().max()).item())
                  for name in ("chunked", "chunked_eager", "mambapy")}
-    from baselines.tabular.mamba_cpu import fused_scan_failure
+    from baselines.tabular.mamba_cpu import fused_scan_enabled, fused_scan_failure
 
     def step(model: nn.Module) -> Callable[[], None]:
         def run() -> None:
@@ -136,8 +136,8 @@ def bench_ft_mamba(
                    "d_state": d_state, "repeats": repeats, "threads": torch.get_num_threads()},
         "seconds_per_step": secs,
         "samples_per_s": {k: batch / v for k, v in secs.items()},
-        "chunks_fused": fused_scan_failure() is None,
-        "fused_failure": fused_scan_failure(),
+        "chunks_fused": fused_scan_enabled() and fused_scan_failure() is None,
+        "fused_failure": fused_scan_failure() if fused_scan_enabled() else "BENCH_FUSED_SCAN=0: not compiled",
         "max_rel_diff_chunked_vs_sequential": diffs["chunked"],
         "max_rel_diff_chunked_eager_vs_sequential": diffs["chunked_eager"],
         "max_rel_diff_mambapy_vs_sequential": diffs["mambapy"],

@@ -257,13 +257,15 @@ def test_chunked_scan_is_stable_for_large_decays(fused):
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-4)
 
 
-def test_the_fused_scan_compiles_here():
+def test_the_fused_scan_compiles_here(monkeypatch):
     # CI's machine has a C++ compiler: the fused path must really compile, not fall back silently
+    monkeypatch.setenv("BENCH_FUSED_SCAN", "1")  # the test suite's default is the eager scan (conftest.py)
     selective_scan_chunked(*scan_inputs(2, 8, 4, 2), chunk_size=4)
     assert mamba_cpu._FusedChunks.failed is None and mamba_cpu._FusedChunks.compiled
 
 
 def test_the_fused_scan_falls_back_when_compiling_fails(monkeypatch):
+    monkeypatch.setenv("BENCH_FUSED_SCAN", "1")
     args = scan_inputs(2, 11, 4, 2)
     ref = selective_scan_chunked(*args, chunk_size=4, fused=False)
     for name, value in (("compiled", {}), ("failed", None), ("probed", False)):
@@ -280,6 +282,20 @@ def test_the_fused_scan_falls_back_when_compiling_fails(monkeypatch):
     with pytest.warns(UserWarning, match="could not be compiled"):  # asked for fused: chunks run uncompiled
         y = selective_scan_chunked(*args, chunk_size=4, fused=True)
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_the_environment_can_turn_the_fused_scan_off(monkeypatch):
+    monkeypatch.setattr(mamba_cpu._FusedChunks, "compiled", {})
+    monkeypatch.setattr(mamba_cpu._FusedChunks, "failed", None)
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("nothing may be compiled"))
+    args = scan_inputs(2, 11, 4, 2)
+    for off in ("0", "off", "false"):
+        monkeypatch.setenv("BENCH_FUSED_SCAN", off)
+        assert not mamba_cpu.fused_scan_enabled() and not mamba_cpu._FusedChunks.usable(args[0])
+        torch.testing.assert_close(selective_scan_chunked(*args, chunk_size=4),
+                                   selective_scan_chunked(*args, chunk_size=4, fused=False))
+    monkeypatch.setenv("BENCH_FUSED_SCAN", "1")
+    assert mamba_cpu.fused_scan_enabled()
 
 
 def test_past_the_recompile_limit_a_chunk_runs_uncompiled_and_fusion_stays_on(monkeypatch):

@@ -27,6 +27,9 @@ Two scans compute it:
   written as plain tensor expressions (:func:`_chunk_forward`, :func:`_chunk_backward`) and fused
   by ``torch.compile`` into a few C++/OpenMP loops (:class:`_FusedSelectiveScan`); without a
   working compiler it runs as separate eager ops (:class:`_ChunkedSelectiveScan`), with a warning.
+  ``BENCH_FUSED_SCAN=0`` in the environment picks the eager chunks without compiling anything (the
+  test suite does: compiling every shape variant its small suites sweep took 516 s of an 858 s smoke
+  suite on a 2-core AMD EPYC; the fused path has tests of its own).
 
 Subnormal floats. FT-Mamba reads out only the last token (CLS), so in the backward the adjoint
 ``dL/dh_t`` decays by ``exp(dt A)`` per step backwards in time and, for most ``(d, n)``, crosses
@@ -59,6 +62,7 @@ sequential loop 1.4 s, mamba.py's parallel scan 1.7 s, the two-level cumsum vari
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable
 from typing import Literal
@@ -74,6 +78,7 @@ __all__ = [
     "MambaCPU",
     "auto_chunk_size",
     "causal_depthwise_conv",
+    "fused_scan_enabled",
     "fused_scan_failure",
     "make_mamba",
     "mamba_ssm_available",
@@ -390,8 +395,9 @@ class _FusedChunks:
 
     @classmethod
     def usable(cls, like: Tensor) -> bool:
-        """On CPU, once per process: does ``torch.compile`` build and run a small function here?"""
-        if like.device.type != "cpu":
+        """On CPU, once per process: does ``torch.compile`` build and run a small function here?
+        (Never, without trying, when ``BENCH_FUSED_SCAN`` is ``0``, ``off`` or ``false``.)"""
+        if like.device.type != "cpu" or not fused_scan_enabled():
             return False
         if not cls.probed:
             cls.probed = True
@@ -424,6 +430,15 @@ class _FusedChunks:
         cls.failed = f"{type(exc).__name__}: {first_line}"
         warnings.warn(f"the fused Mamba scan could not be compiled ({cls.failed[:200]}); using the eager "
                       "chunked scan (same results, slower). Install a C++ compiler to fuse it.", stacklevel=3)
+
+
+#: environment variable: ``0`` / ``off`` / ``false`` runs the eager chunked scan without compiling
+FUSED_SCAN_ENV = "BENCH_FUSED_SCAN"
+
+
+def fused_scan_enabled() -> bool:
+    """Whether the environment leaves the fused scan on (``BENCH_FUSED_SCAN`` unset or not ``0/off/false``)."""
+    return os.environ.get(FUSED_SCAN_ENV, "").strip().lower() not in ("0", "off", "false", "no")
 
 
 def fused_scan_failure() -> str | None:
