@@ -29,9 +29,12 @@ def _grid_suite(tmp_path):
     return path
 
 
-def _runs(out):
+def _runs(out, only: str = ""):
+    """Each run's predictions and report's ``training`` by run id (those whose id contains ``only``)."""
     runs = {}
     for rd in sorted((out / "ol3i-incomplete" / "runs").iterdir()):
+        if only not in rd.name:
+            continue
         with np.load(rd / "predictions.npz") as z:
             runs[rd.name] = ({k: z[k] for k in z.files}, json.loads((rd / "report.json").read_text())["training"])
     return runs

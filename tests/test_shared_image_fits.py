@@ -8,8 +8,6 @@ encoder or the protocol's table: ``_RunContext.share_key`` names that computatio
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import yaml
@@ -17,6 +15,7 @@ import yaml
 from bench.cli import main
 from bench.pipeline import _RunContext
 from bench.suites import SUITES_DIR
+from tests.test_search_fit_reuse import _runs
 
 ARGS = ["--budget", "smoke", "--tabular", "mlp", "resnet", "--fusion", "image_only", "--no-progress"]
 
@@ -29,24 +28,14 @@ def _shared_suite(tmp_path):
     return path
 
 
-def _runs(out):
-    runs = {}
-    for rd in sorted((out / "ol3i-incomplete" / "runs").iterdir()):
-        if "image_only" not in rd.name:
-            continue
-        with np.load(rd / "predictions.npz") as z:
-            runs[rd.name] = ({k: z[k] for k in z.files}, json.loads((rd / "report.json").read_text())["training"])
-    return runs
-
-
 @pytest.mark.slow
 def test_image_only_fits_are_made_once_for_pairs_sharing_the_image_encoder(tmp_path, monkeypatch):
     suite = str(_shared_suite(tmp_path))
     assert main(["run", "--suite", suite, "--out", str(tmp_path / "shared"), *ARGS]) == 0
-    shared = _runs(tmp_path / "shared")
+    shared = _runs(tmp_path / "shared", only="image_only")
     monkeypatch.setattr(_RunContext, "share_key", lambda self, hp, seed: None)  # every run fitted
     assert main(["run", "--suite", suite, "--out", str(tmp_path / "each"), *ARGS]) == 0
-    each = _runs(tmp_path / "each")
+    each = _runs(tmp_path / "each", only="image_only")
 
     assert sorted(shared) == sorted(each) and len(shared) == 16  # 2 pairs x 2 protocols x 2 strategies x 2 seeds
     taken = [name for name, (_, training) in shared.items() if training.get("fit", "").startswith("run ")]
