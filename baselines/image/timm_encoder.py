@@ -20,7 +20,6 @@ import socket
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-import timm
 import torch
 from torch import Tensor, nn
 
@@ -103,6 +102,8 @@ class TimmImageEncoder(nn.Module):
         **timm_kwargs: Any,
     ):
         super().__init__()
+        import timm  # here, not at module level: listing, planning and checking plug-ins never pay for it (~3.7 s)
+
         if not timm.is_model(model_name):
             close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -152,6 +153,8 @@ class TimmImageEncoder(nn.Module):
 
     @staticmethod
     def _create(model_name: str, kwargs: dict[str, Any], image_size: int) -> nn.Module:
+        import timm
+
         try:
             if "img_size" not in kwargs:
                 # ViT-like models need the input size at construction (position embeddings);
