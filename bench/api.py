@@ -61,7 +61,7 @@ from torch import Tensor, nn
 from bench.data.base import MultimodalData, Provenance
 
 __all__ = ["DatasetLoader", "EncoderOutput", "Fusion", "FusionDims", "FusionOutput", "MultimodalData",
-           "MultimodalModel", "Provenance", "zero_missing"]
+           "MultimodalModel", "Provenance", "modalities_read", "zero_missing"]
 
 
 class DatasetLoader(Protocol):
@@ -158,6 +158,11 @@ class Fusion(nn.Module):
         """
 
 
+def modalities_read(fusion: type | nn.Module) -> tuple[str, ...]:
+    """``Fusion.reads`` of a fusion class or instance; both modalities for a module that does not declare it."""
+    return tuple(getattr(fusion, "reads", ("image", "tabular")))
+
+
 class MultimodalModel(nn.Module):
     """image encoder + tabular encoder + fusion; what the *trainable* strategy optimises end to end.
 
@@ -174,7 +179,7 @@ class MultimodalModel(nn.Module):
 
     def reads(self, modality: str) -> bool:
         """Whether the fusion's output depends on ``modality`` (``image`` or ``tabular``)."""
-        return modality in getattr(self.fusion, "reads", ("image", "tabular"))
+        return modality in modalities_read(self.fusion)
 
     def unread_encoders(self) -> list[nn.Module]:
         """The encoders this model never runs (see the class docstring)."""

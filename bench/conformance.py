@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 import bench.registry as _registry
-from bench.api import EncoderOutput, Fusion, FusionDims, FusionOutput
+from bench.api import EncoderOutput, Fusion, FusionDims, FusionOutput, modalities_read
 from bench.errors import BenchError
 from bench.registry import ENTRY_POINT_GROUPS, registry
 
@@ -604,7 +604,7 @@ def fusion_missing_invariance(cls: type) -> str:
 @_check("fusion", "reads")
 def fusion_reads(cls: type) -> str:
     """``reads`` names image and/or tabular, and the output does not depend on a modality it leaves out."""
-    reads = tuple(getattr(cls, "reads", ("image", "tabular")))
+    reads = modalities_read(cls)
     _require(reads and set(reads) <= {"image", "tabular"} and len(set(reads)) == len(reads),
              f"{cls.__name__}.reads must name 'image' and/or 'tabular' once each, got {reads!r}")
     unread = [m for m in ("image", "tabular") if m not in reads]

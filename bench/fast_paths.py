@@ -11,7 +11,7 @@ CPU has its 4-d weights in channels-last layout too. oneDNN's NHWC convolutions 
 every image, single-channel included (PyTorch picks a convolution's layout from its input *or* its
 weights, and a one-channel batch has the same memory layout either way, so the batch alone changes
 nothing for OL3I's CT slices). Same function; float32 rounding differs (pooled features agree to
-~1e-6), so ``NUMERICS`` enters every run fingerprint and pretraining cache key: results and weights
+4.5e-8 in ``bench perf --only image_layout`` on an AMD EPYC), so ``NUMERICS`` enters every run fingerprint and pretraining cache key: results and weights
 made with the other layout are never reused silently. Measured with ``bench perf --only image_layout``
 (resnet10t, 64 x 64 px, 1 channel as in OL3I, inference at batch 256, a training step at batch 128),
 see the README's *Performance* section for the figures on each machine. On other devices both keep

@@ -532,7 +532,6 @@ def bench_image_layout(
     """The harness's channels-last image encoders on a CPU (:mod:`bench.fast_paths`: weights placed by
     ``place_image_encoder``, batches by ``image_batch``) against PyTorch's default layout: the suites'
     image encoder (resnet10t), inference and a training step, same weights. 1 channel (OL3I) by default."""
-    from bench.fast_paths import place_image_encoder
     from bench.registry import get
 
     torch.manual_seed(seed)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.api import FusionDims, FusionOutput, MultimodalModel, zero_missing
+from bench.api import FusionDims, FusionOutput, MultimodalModel, modalities_read, zero_missing
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
 from bench.executor import RayPlacement, pretrain_on_ray, process_info, run_fits
@@ -991,7 +991,7 @@ class _RunContext:
         self.fusion_cls = get("fusion", parse_variant(fusion_name)[0])
         self.image_key: str | None = None  # set by the suite when pairs share one image encoder: see share_key
         self.shared_fits: dict[str, tuple] = {}  # by share_key: the suite's dict, shared by its contexts
-        self.fusion_reads_tab_tokens = bool(getattr(get("fusion", parse_variant(fusion_name)[0]), "needs_tabular_tokens", False))
+        self.fusion_reads_tab_tokens = bool(getattr(self.fusion_cls, "needs_tabular_tokens", False))
 
     def describe(self) -> str:
         cond = self.setting.train_cond
@@ -1103,7 +1103,7 @@ class _RunContext:
         seed and the training missingness, not the pair's tabular encoder nor the protocol's table. Pairs
         with equal keys make the same fit (same features or encoder, labels, initialisation and batches),
         which :meth:`final_train` then takes instead of repeating it. None: no such sharing."""
-        if self.image_key is None or tuple(getattr(self.fusion_cls, "reads", ())) != ("image",):
+        if self.image_key is None or modalities_read(self.fusion_cls) != ("image",):
             return None
         cond = self.setting.train_cond
         return json.dumps({"image": self.image_key, "method": self.fusion_name, "strategy": self.strategy,

@@ -41,6 +41,7 @@ class Task:
 
 def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset: str | None = None) -> list[Task]:
     """Every task of ``bench run`` for ``suite`` into ``out``, in the order the pipeline runs them."""
+    from bench.api import modalities_read
     from bench.pipeline import (
         PRETRAIN_SEED,
         data_provenance,
@@ -131,7 +132,7 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
         for sp in (sp for sp in specs if sp.tabular_encoder == tab):
             # an image-only model on a shared image encoder: one fit for every pair (_RunContext.share_key)
             share = (sp.fusion, sp.strategy, sp.seed, "complete" if settings.get(sp.protocol) else sp.protocol) \
-                if shared and tuple(getattr(get("fusion", parse_variant(sp.fusion)[0]), "reads", ())) == ("image",) \
+                if shared and modalities_read(get("fusion", parse_variant(sp.fusion)[0])) == ("image",) \
                 else None
             free = sp.run_id in from_search or (share is not None and share in shared_fits)
             if share is not None:

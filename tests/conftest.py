@@ -11,8 +11,8 @@ def pytest_configure(config):
     # Pretraining and dataset caches go to a per-session temp dir, never ~/.cache (module-scoped
     # fixtures run before function-scoped ones, so this is set once for the whole session).
     os.environ["BENCH_CACHE"] = tempfile.mkdtemp(prefix="bench-test-cache-")
-    # FT-Mamba's CPU twin runs its eager chunked scan here: compiling the fused one for every shape the
-    # small suites sweep took 516 s of an 858 s smoke suite on a 2-core AMD EPYC. The fused path has
+    # FT-Mamba's CPU twin runs its eager chunked scan here: with the fused one compiled for every shape the
+    # small suites sweep, test_end_to_end's smoke suite took 858 s on a 2-core AMD EPYC, 234 s without. The fused path has
     # its own tests (tests/test_tabular_encoders.py), which turn it back on.
     os.environ.setdefault("BENCH_FUSED_SCAN", "0")
 
