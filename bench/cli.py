@@ -233,11 +233,8 @@ def _dry_run(suite, args) -> int:
     from bench.plan import format_plan, measured_fit_seconds, plan_suite
 
     t0 = time.perf_counter()
-    tasks = plan_suite(suite, out=args.out, data_root=args.data_root, dataset=args.dataset)
-    if args.force:  # --force redoes everything: nothing counts as done
-        import dataclasses
-
-        tasks = [dataclasses.replace(t, done=False) for t in tasks]
+    # --force: every run, search and reference row is made again (a cached pretraining is kept)
+    tasks = plan_suite(suite, out=args.out, data_root=args.data_root, dataset=args.dataset, force=args.force)
     print(f"[bench] plan of {suite.name} v{suite.version} | budget {suite.budget_name} | seeds {suite.seeds} | "
           f"{args.out / suite.name}")
     print(format_plan(tasks, measured_fit_seconds(args.out, suite)))

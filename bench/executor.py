@@ -45,7 +45,8 @@ import torch
 from bench.hooks import RunHooks
 from bench.results import FAILED, RunSpec
 
-__all__ = ["RayPlacement", "default_threads", "fork_available", "pretrain_on_ray", "process_info", "run_fits"]
+__all__ = ["RayPlacement", "default_threads", "execute_plan", "fork_available", "pretrain_on_ray", "process_info",
+           "run_fits"]
 
 Fit = Callable[[RunSpec, RunHooks], None]
 OnError = Callable[[RunSpec, BaseException, RunHooks], None]
@@ -187,6 +188,58 @@ def run_fits(specs: Sequence[RunSpec], fit: Fit, *, workers: int, hooks: RunHook
         if running:
             time.sleep(0.02)
     drain()
+
+
+# ------------------------------------------------------------------------------------- the plan
+def execute_plan(tasks: Sequence, handlers: dict[str, Callable], *, on_skip: Callable | None = None) -> dict:
+    """Run a plan (:func:`bench.plan.plan_suite`) in its order: every pending task, and every finished
+    task whose output a task that runs reads (a cached pretraining is loaded, not trained again).
+
+    ``handlers[kind](task, inputs)`` makes a task's output, ``inputs`` being its ``deps``' outputs by key;
+    consecutive tasks with one ``batch`` key go to their handler together, as a list (one method's seeds,
+    for :func:`run_fits`). An output is dropped as soon as the last task reading it has run, so one pair's
+    and one setting's features are released before the next ones are encoded. ``on_skip(task)`` is told of
+    every task that does not need to run. Returns the outputs still held (those no task read).
+    """
+    runs = [False] * len(tasks)
+    needed: set = set()
+    for i in range(len(tasks) - 1, -1, -1):
+        t = tasks[i]
+        if not t.done or t.key in needed:
+            runs[i] = True
+            needed.update(t.deps)
+    last_read: dict = {}
+    for i, t in enumerate(tasks):
+        if runs[i]:
+            for dep in t.deps:
+                last_read[dep] = i
+    store: dict = {}
+    i = 0
+    while i < len(tasks):
+        t = tasks[i]
+        j = i + 1
+        if t.batch is not None:
+            while j < len(tasks) and tasks[j].batch == t.batch:
+                j += 1
+        todo = [tasks[k] for k in range(i, j) if runs[k]]
+        for k in range(i, j):
+            if not runs[k] and on_skip is not None:
+                on_skip(tasks[k])
+        if todo:
+            missing = [d for task in todo for d in task.deps if d not in store]
+            if missing:
+                raise RuntimeError(f"plan order: {todo[0].kind} {todo[0].name!r} reads {missing[0]}, not made before it")
+            if t.batch is None:
+                store[t.key] = handlers[t.kind](t, {d: store[d] for d in t.deps})
+            else:
+                outputs = handlers[t.kind](todo, {d: store[d] for task in todo for d in task.deps})
+                store.update(zip((task.key for task in todo), outputs or [None] * len(todo)))
+        for k in range(i, j):
+            for dep in tasks[k].deps:
+                if runs[k] and last_read.get(dep) == k:
+                    store.pop(dep, None)
+        i = j
+    return store
 
 
 # ---------------------------------------------------------------------------------------------- Ray

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from bench.api import FusionDims, FusionOutput, MultimodalModel, modalities_read, zero_missing
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
-from bench.executor import RayPlacement, pretrain_on_ray, process_info, run_fits
+from bench.executor import RayPlacement, execute_plan, pretrain_on_ray, process_info, run_fits
 from bench.fast_paths import image_batch, place_image_encoder
 from bench.fingerprint import planned_specs, reconcile, run_fingerprint, search_stem
 from bench.hooks import HookList, RunHooks
@@ -383,20 +383,21 @@ def run_suite(
     ``backend`` ray: the searches' trials, the pairs' pretraining and the seeds' final fits are Ray tasks
     on the cluster (:class:`bench.executor.RayPlacement`); everything else runs here.
 
-    The stages, in the order they run (each a method of :class:`SuiteRun`): the checks, the data and
-    the importance ranking (``SuiteRun.__init__``); per encoder pair its pretraining (:meth:`SuiteRun.pair`);
-    per pair and protocol the frozen features, the unimodal probes and the reference rows
-    (:meth:`SuiteRun.setting`); per method its latency profile, search and seeds' fits
-    (:meth:`SuiteRun.method`); then the leaderboard (:meth:`SuiteRun.finish`). ``bench run --dry-run``
-    lists the same stages as tasks (:mod:`bench.plan`).
+    The suite is planned, then executed: :func:`bench.plan.plan_suite` lists its typed tasks (importance,
+    pretrain, encode, probe, reference, profile, search, fit, render) with the keys of the outputs each
+    reads, and :func:`bench.executor.execute_plan` runs the pending ones in order, each by the
+    :class:`SuiteRun` method of its kind (:meth:`SuiteRun.handlers`), loading the finished ones that a
+    pending task reads. ``bench run --dry-run`` prints the same plan without executing it.
     """
+    from bench.plan import Loaded, plan_suite
+
     t_start = time.perf_counter()
     run = SuiteRun(suite, out=out, data_root=data_root, force=force, progress=progress, device=device,
                    backend=backend, storage=storage, ray_address=ray_address, dataset=dataset, hooks=hooks,
                    workers=workers)
+    tasks = plan_suite(suite, out=out, loaded=Loaded(run.data, run.prep, run.prov), force=force)
     run.pretrain_on_cluster()
-    for tab_name in suite.tabular_encoders:
-        run.pair(tab_name)
+    execute_plan(tasks, run.handlers(), on_skip=run.skipped)
     return run.finish(t_start)
 
 
@@ -495,15 +496,15 @@ class SuiteRun:
         self.bar = tqdm(total=len(suite.tabular_encoders) * self.runs_per_pair, desc=f"{suite.name} runs", unit="run",
                         disable=not progress, dynamic_ncols=True)
         self.progress = progress
-        self.profiles: dict[tuple[str, str], dict | Exception] = {}
         # fusions that read every tabular token (not only the pooled one) need them encoded and cached
         self.needs_tab_tokens = any(getattr(get("fusion", base), "needs_tabular_tokens", False)
                                     for _, base, _ in self.variants)
         self.searched: set[str] = set()  # the searches (stems) run by this invocation
         # reference rows (bench.reference): classical models on the table (+ each pair's image features), ceilings
         self.reference_models = bool(budget.get("reference", {}).get("classical", True))
-        self.reference_ids: list[str] = []
-        self.reference_done: set[str] = set()
+        self.reference_groups: set[tuple] = set()  # (setting, pair or None) whose reference rows are written
+        self.contexts: dict[tuple, _RunContext] = {}  # by method (pair, setting, fusion, strategy): search + fits
+        self.run_ids: list[str] = []  # the plan's runs and reference rows: what the leaderboard reads
         self.ceilings = synthetic_ceilings(data)
         self.pcfg = budget["pretrain"]
         self.anchor = self.pcfg.get("anchor", "mlp")
@@ -584,12 +585,29 @@ class SuiteRun:
             if jobs:
                 pretrain_on_ray(jobs, self.placement, say=_say)
 
-    # ---------------------------------------------------------------------------------- per pair
-    def pair(self, tab_name: str) -> None:
-        """Every run of one encoder pair: its pretraining, then each training setting."""
-        if not self.pending_runs(tab_name):
-            self.bar.update(self.runs_per_pair)
-            return  # every run of this encoder pair is finished: nothing to load
+    # ------------------------------------------------------------------------- the plan's tasks
+    def handlers(self) -> dict:
+        """The method that executes each kind of task of the plan (:func:`bench.executor.execute_plan`)."""
+        return {"importance": lambda task, inputs: self.importance, "pretrain": self.pretrain_task,
+                "encode": self.encode_task, "probe": self.probe_task, "reference": self.reference_task,
+                "profile": self.profile_task, "search": self.search_task, "fit": self.fit_tasks,
+                "render": self.render_task}
+
+    def skipped(self, task) -> None:
+        """A task whose result is stored and that no pending task reads."""
+        if task.kind == "fit":
+            self.bar.update(1)
+
+    def pretrain_task(self, task, inputs) -> EncoderPair | None:
+        """One encoder pair pretrained (or loaded from its cache) and measured on held-out pairs; with a
+        shared image encoder whose anchor is not one of the suite's pairs, the anchor alone (no output)."""
+        tab_name = task.args["tab"]
+        if task.args.get("anchor_only"):
+            with self.timed("pretraining"):
+                if not self.shared:
+                    a_img, _, a_info = self.pretrain(tab_name)
+                    self.shared.append(shared_image(a_img, a_info, self.pcfg))
+            return None
         tab_spec = tabular_encoder_spec(self.suite, self.prep, tab_name)
         with self.timed("pretraining"):
             img_enc, tab_enc, pinfo = self.pretrain(tab_name)
@@ -610,28 +628,129 @@ class SuiteRun:
             init_tab.tokens_needed = False
         if hasattr(tab_enc, "tokens_needed"):  # no fusion reads all tabular tokens: skip computing them
             tab_enc.tokens_needed = self.needs_tab_tokens
-        pair = EncoderPair(tab_name, img_enc, tab_enc, pinfo, init_img, init_tab)
-        for setting_name, setting in self.settings.items():
-            self.setting(pair, setting_name, setting)
+        return EncoderPair(tab_name, img_enc, tab_enc, pinfo, init_img, init_tab)
 
-    def setting(self, pair: EncoderPair, setting_name: str, setting: TrainSetting) -> None:
-        """One pair under one training setting: features, probes, reference rows, then every method."""
-        specs_left = [self.spec_of(setting_name, pair.tab_name, v[0], s, seed) for v in self.variants
-                      for s in self.suite.strategies for seed in self.suite.seeds]
-        if all(self.is_finished(sp) for sp in specs_left):
-            self.bar.update(len(specs_left))
-            return
-        proto = setting.proto
+    def encode_task(self, task, inputs) -> tuple[Features, str]:
+        """One pair's frozen features under one training setting's data, and the key of that data."""
+        pair = inputs[("pretrain", task.args["tab"])]
+        proto = self.settings[task.args["setting"]].proto
         data_key = protocol_data_key(proto, self.prep.tab)
         with self.timed("features"):
-            feats = self.features(pair, proto, data_key)
+            return self.features(pair, proto, data_key), data_key
+
+    def probe_task(self, task, inputs) -> dict:
+        tab, setting = task.args["tab"], task.args["setting"]
+        feats, data_key = inputs[("encode", tab, setting)]
         with self.timed("probes"):
-            probes = self.probes(pair, proto, data_key, feats)
-        if setting.train_cond.kind == "none" and self.reference_models:
-            with self.timed("reference rows"):
-                self.references(pair, setting_name, proto, feats)
-        for label, base, _impute in self.variants:
-            self.method(pair, setting_name, setting, feats, probes, label, base)
+            return self.probes(inputs[("pretrain", tab)], self.settings[setting].proto, data_key, feats)
+
+    def reference_task(self, task, inputs) -> None:
+        """The reference rows of one protocol (bench.reference): the table-only models and ceilings (pair
+        None), or the classical models on the table plus one pair's frozen image features. One call writes
+        every row of its group; the group's other tasks find it written."""
+        setting, pair = task.args["setting"], task.args["pair"]
+        if (setting, pair) in self.reference_groups:
+            return
+        self.reference_groups.add((setting, pair))
+        proto = self.settings[setting].proto
+        ref = dict(out=self.out, suite=self.suite, protocol=setting, image_label=self.image_label, data=self.data,
+                   prep=self.prep, x_num=proto.x_num, x_cat=proto.x_cat, seeds=self.suite.seeds, prov=self.prov,
+                   env=self.env, base_fingerprint=reference_base_fingerprint(self.suite, self.prov, setting,
+                                                                             task.args["tab"]),
+                   force=self.force, say=_say, memo=self.reference_memo)
+        with self.timed("reference rows"):
+            if pair is None:
+                write_reference_runs(**ref, image_features=None, pair=None,
+                                     ceilings=self.ceilings if setting == "complete" else None)
+            else:
+                feats, _ = inputs[("encode", pair, setting)]
+                write_reference_runs(**ref, image_features=feats.image_pooled.cpu().numpy(), pair=pair,
+                                     ceilings=None, pretraining=inputs[("pretrain", pair)].pinfo)
+
+    def profile_task(self, task, inputs) -> dict | Exception:
+        """Parameters, FLOPs and latency of one method on one pair (an exception: its runs fail)."""
+        tab, label = task.args["tab"], task.args["label"]
+        pair, probes = inputs[("pretrain", tab)], inputs[("probe", tab, task.args["setting"])]
+        base = parse_variant(label)[0]
+        try:
+            with self.timed("latency profiles"):
+                dims = fusion_dims(pair.img_enc, pair.tab_enc, get("fusion", base))
+                return _profile(pair.img_enc, pair.tab_enc, label, dims, self.n_out,
+                                dict(self.budget.get("fusions", {}).get(base, {})), probes["rconf"], self.data,
+                                self.budget.get("latency", {}))
+        except Exception as exc:  # a plug-in that cannot even be built or traced: its runs fail
+            return exc
+
+    def context(self, args: dict, inputs: dict) -> _RunContext:
+        """What one method (pair, setting, fusion, strategy) trains with: shared by its search and its fits."""
+        tab, setting_name, label, strategy = args["tab"], args["setting"], args["label"], args["strategy"]
+        key = (tab, setting_name, label, strategy)
+        if key in self.contexts:
+            return self.contexts[key]
+        pair, (feats, _) = inputs[("pretrain", tab)], inputs[("encode", tab, setting_name)]
+        base = parse_variant(label)[0]
+        fusion_kwargs = dict(self.budget.get("fusions", {}).get(base, {}))
+        warm = strategy == "trainable" and self.budget["finetune"]["trainable"].get("warm_start") == "frozen"
+        # a warm-started run loads the head of the frozen run with the same spec and seed
+        warm_from = (self.out, self.spec_of(setting_name, tab, label, "frozen", 0)) if warm else None
+        ctx = _RunContext(self.prep, feats, self.settings[setting_name], pair.img_enc, pair.tab_enc, label,
+                          fusion_dims(pair.img_enc, pair.tab_enc, get("fusion", base)), self.n_out, fusion_kwargs,
+                          inputs[("probe", tab, setting_name)]["rconf"], strategy, self.loss, self.budget, warm_from,
+                          self.importance, self.needs_tab_tokens, self.out)
+        ctx.test_states = pair.test_states if strategy == "frozen" else {}
+        if self.shares_image:  # an image-only model's fit is the same for every pair: made once (share_key)
+            ctx.image_key, ctx.shared_fits = pair.pinfo.get("image_key"), self.shared_fits
+        self.contexts[key] = ctx
+        return ctx
+
+    def search_task(self, task, inputs) -> tuple[dict, dict] | Exception:
+        """One search (an exception: every run that reads it is recorded as failed)."""
+        args = task.args
+        profile = inputs[("profile", args["tab"], args["label"])]
+        if isinstance(profile, Exception):
+            return profile
+        ctx = self.context(args, inputs)
+        try:
+            with self.timed("searches"):
+                return self.search(ctx, ctx.fusion_cls, args["strategy"], args["first"], args["setting"])
+        except Exception as exc:  # the search itself failed
+            return exc
+
+    def fit_tasks(self, tasks, inputs) -> None:
+        """The seeds' final fits of one method: in this process, in --workers forked processes or on Ray
+        (:func:`bench.executor.run_fits`)."""
+        args = tasks[0].args
+        todo = [t.args["spec"] for t in tasks]
+        tab, setting_name, label, strategy = args["tab"], args["setting"], args["label"], args["strategy"]
+        found = inputs[("search", search_stem(self.suite, todo[0]))]
+        profile = inputs[("profile", tab, label)]
+        failed = next((x for x in (profile, found) if isinstance(x, Exception)), None)
+        if failed is not None:  # its profile or its search failed: every run of it is recorded as failed
+            for sp in todo:
+                self.record_failed(sp, failed, self.hooks)
+            self.bar.update(len(todo))
+            return
+        ctx = self.context(args, inputs)
+        self.bar.set_postfix_str(f"{tab}/{label}/{strategy}/{setting_name}")
+        best, search_info = found
+        fit_one = FinalFit(ctx, best, search_info, self.suite, self.prov, self.env, profile,
+                           inputs[("pretrain", tab)].pinfo, inputs[("probe", tab, setting_name)],
+                           ctx.warm_from is not None)
+        with self.timed("final fits"):
+            run_fits(todo, fit_one, workers=self.workers, hooks=self.hooks, on_error=self.record_failed,
+                     run_dir_of=lambda sp: run_dir(self.out, sp), on_done=lambda _sp: self.bar.update(1),
+                     ray=self.placement)
+        self.contexts.pop((tab, setting_name, label, strategy), None)
+
+    def render_task(self, task, inputs) -> None:
+        """The leaderboard of this invocation's plan: its runs and reference rows, whatever else is in the folder."""
+        from bench.leaderboard import write_leaderboard
+
+        self.bar.close()
+        self.hooks.close()
+        self.run_ids = list(task.args["run_ids"])
+        with self.timed("leaderboard"):
+            write_leaderboard(self.suite_dir, expected_seeds=self.suite.seeds, run_ids=self.run_ids)
 
     def features(self, pair: EncoderPair, proto, data_key: str) -> Features:
         """Frozen features: computed once per (encoder checkpoint, dataset, protocol data), cached on disk;
@@ -678,73 +797,6 @@ class SuiteRun:
                                  "image_val_random_init": r_img, "tabular_val_random_init": r_tab}
         return pair.probes[data_key]
 
-    def references(self, pair: EncoderPair, setting_name: str, proto, feats: Features) -> None:
-        """Reference rows (bench.reference): table-only models and ceilings once per protocol, and the
-        classical models on the table plus this pair's frozen image features."""
-        ref = dict(out=self.out, suite=self.suite, protocol=setting_name, image_label=self.image_label, data=self.data,
-                   prep=self.prep, x_num=proto.x_num, x_cat=proto.x_cat, seeds=self.suite.seeds, prov=self.prov,
-                   env=self.env, base_fingerprint=reference_base_fingerprint(self.suite, self.prov, setting_name,
-                                                                             pair.tab_name),
-                   force=self.force, say=_say, memo=self.reference_memo)
-        if setting_name not in self.reference_done:
-            self.reference_ids.extend(write_reference_runs(
-                **ref, image_features=None, pair=None, ceilings=self.ceilings if setting_name == "complete" else None))
-            self.reference_done.add(setting_name)
-        self.reference_ids.extend(write_reference_runs(**ref, image_features=feats.image_pooled.cpu().numpy(),
-                                                       pair=pair.tab_name, ceilings=None, pretraining=pair.pinfo))
-
-    # -------------------------------------------------------------------------------- per method
-    def method(self, pair: EncoderPair, setting_name: str, setting: TrainSetting, feats: Features, probes: dict,
-               label: str, base: str) -> None:
-        """One fusion (or imputation variant) on one pair and setting: its profile, then per strategy its
-        search and the seeds' final fits."""
-        suite, budget, out = self.suite, self.budget, self.out
-        fusion_cls = get("fusion", base)
-        fusion_kwargs = dict(budget.get("fusions", {}).get(base, {}))
-        dims = fusion_dims(pair.img_enc, pair.tab_enc, fusion_cls)
-        rconf = probes["rconf"]
-        key = (pair.tab_name, label)
-        if key not in self.profiles:
-            try:
-                with self.timed("latency profiles"):
-                    self.profiles[key] = _profile(pair.img_enc, pair.tab_enc, label, dims, self.n_out, fusion_kwargs, rconf,
-                                                  self.data, budget.get("latency", {}))
-            except Exception as exc:  # a plug-in that cannot even be built or traced: its runs fail below
-                self.profiles[key] = exc
-        for strategy in suite.strategies:
-            specs = [self.spec_of(setting_name, pair.tab_name, label, strategy, seed) for seed in suite.seeds]
-            todo = [sp for sp in specs if not self.is_finished(sp)]
-            self.bar.update(len(specs) - len(todo))
-            if not todo:
-                continue
-            warm = strategy == "trainable" and budget["finetune"]["trainable"].get("warm_start") == "frozen"
-            # a warm-started run loads the head of the frozen run with the same spec and seed
-            warm_from = (out, self.spec_of(setting_name, pair.tab_name, label, "frozen", 0)) if warm else None
-            ctx = _RunContext(self.prep, feats, setting, pair.img_enc, pair.tab_enc, label, dims, self.n_out,
-                              fusion_kwargs, rconf, strategy, self.loss, budget, warm_from, self.importance,
-                              self.needs_tab_tokens, out)
-            ctx.test_states = pair.test_states if strategy == "frozen" else {}
-            if self.shares_image:  # an image-only model's fit is the same for every pair: made once (share_key)
-                ctx.image_key, ctx.shared_fits = pair.pinfo.get("image_key"), self.shared_fits
-            try:
-                if isinstance(self.profiles[key], Exception):
-                    raise self.profiles[key]
-                with self.timed("searches"):
-                    best, search_info = self.search(ctx, fusion_cls, strategy, specs[0], setting_name)
-            except Exception as exc:  # the search itself failed: every run of it is recorded as failed
-                for sp in todo:
-                    self.record_failed(sp, exc, self.hooks)
-                self.bar.update(len(todo))
-                continue
-            self.bar.set_postfix_str(f"{pair.tab_name}/{label}/{strategy}/{setting_name}")
-            # the seeds' final fits: in this process, or in --workers forked processes (bench.executor)
-            fit_one = FinalFit(ctx, best, search_info, suite, self.prov, self.env, self.profiles[key], pair.pinfo,
-                               probes, warm)
-            with self.timed("final fits"):
-                run_fits(todo, fit_one, workers=self.workers, hooks=self.hooks, on_error=self.record_failed,
-                         run_dir_of=lambda sp: run_dir(out, sp), on_done=lambda _sp: self.bar.update(1),
-                         ray=self.placement)
-
     def search(self, ctx: _RunContext, fusion_cls, strategy: str, first: RunSpec, setting_name: str) -> tuple[dict, dict]:
         """The best hyper-parameters of one (tabular encoder, fusion, strategy[, protocol]) search
         (fingerprint.search_stem), saved in the suite directory; with per_protocol false the search runs
@@ -773,22 +825,15 @@ class SuiteRun:
 
     # ---------------------------------------------------------------------------------- the end
     def finish(self, t_start: float) -> SuiteResult:
-        """The leaderboard of this invocation's plan (its runs and reference rows only)."""
-        self.bar.close()
-        self.hooks.close()
-        from bench.leaderboard import write_leaderboard
-
-        plan_ids = [sp.run_id for sp in planned_specs(self.suite)] + self.reference_ids
-        with self.timed("leaderboard"):
-            reports = load_reports(self.suite_dir, run_ids=plan_ids)
-            write_leaderboard(self.suite_dir, expected_seeds=self.suite.seeds, run_ids=plan_ids)
+        """The reports of this invocation's plan, and where its wall time went (``timings.json``)."""
+        reports = load_reports(self.suite_dir, run_ids=self.run_ids)
         seconds = time.perf_counter() - t_start
         stages = {k: round(v, 3) for k, v in self.stage_seconds.items()}
         stages["other (data, checks, encodings of test conditions, writing)"] = round(seconds - sum(stages.values()), 3)
         atomic_write_json(self.suite_dir / "timings.json", {"wall_seconds": round(seconds, 3), "stages": stages,
                                                             "environment": self.env})
         _say("[bench] wall time by stage: " + ", ".join(f"{k} {v:,.0f} s" for k, v in stages.items() if v >= 0.5))
-        return SuiteResult(self.suite_dir, reports, seconds, plan_ids, stages)
+        return SuiteResult(self.suite_dir, reports, seconds, self.run_ids, stages)
 
 
 class FinalFit:

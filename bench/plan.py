@@ -13,34 +13,64 @@ seconds turn the pending fits into an estimate of wall time on this machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.fingerprint import planned_specs, run_fingerprint, search_stem, training_settings
-from bench.imputation import parse_variant
 from bench.results import is_done, run_dir
 from bench.suite import Suite
 
-KINDS = ("importance", "pretrain", "encode", "probe", "reference", "search", "fit", "render")
+KINDS = ("importance", "pretrain", "encode", "probe", "reference", "profile", "search", "fit", "render")
 
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work: its kind, what it is, whether its result is already stored, and its cost."""
+    """One unit of work: its kind, what it is, whether its result is already stored, and its cost.
+
+    ``key`` names the task's output (the executor keeps it, by that key, until the last task that reads
+    it has run); ``deps`` are the keys of the outputs it reads; ``after`` are tasks that must have run
+    first although their output is not an input (the anchor's pretraining, the frozen fit a warm start
+    loads from disk, the fit of another pair that an image-only fit takes); ``args`` say which pair,
+    setting, method, strategy or run it is; tasks with the same ``batch`` (one method's seeds) go to
+    the fit executor together (:func:`bench.executor.run_fits`: in this process, forked workers or Ray).
+    """
 
     kind: str
     name: str
     done: bool
     cost: float  # in ``unit``
     unit: str
+    key: tuple = ()
+    deps: tuple = ()
+    after: tuple = ()
+    args: dict = field(default_factory=dict, compare=False, hash=False)
+    batch: tuple | None = None
 
 
-def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset: str | None = None) -> list[Task]:
-    """Every task of ``bench run`` for ``suite`` into ``out``, in the order the pipeline runs them."""
+@dataclass
+class Loaded:
+    """What planning reads from the data: loaded once and shared with the pipeline that executes the plan."""
+
+    data: object
+    prep: object
+    prov: dict
+
+
+def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset: str | None = None,
+               loaded: Loaded | None = None, force: bool = False) -> list[Task]:
+    """Every task of ``bench run`` for ``suite`` into ``out``, in the order it runs them (one encoder pair
+    after another; within a pair, one training setting after another; within a setting, one method after
+    another), so that what one pair and setting hold in memory is released before the next.
+
+    ``loaded``: the data, its preprocessing and provenance when the caller has them (the pipeline);
+    otherwise they are loaded here (``bench run --dry-run``). ``force``: every run, search and reference
+    row is to be made again (``bench run --force``; pretraining stays cached by its content key).
+    """
     from bench.api import modalities_read
     from bench.pipeline import (
         PRETRAIN_SEED,
@@ -58,23 +88,27 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     from bench.registry import get
     from bench.search.space import plan_search
 
-    data = load_data(suite, data_root, dataset)
-    prep = prepare(data)
-    prov = data_provenance(data)
+    if loaded is None:
+        data = load_data(suite, data_root, dataset)
+        loaded = Loaded(data, prepare(data), data_provenance(data))
+    data, prep, prov = loaded.data, loaded.prep, loaded.prov
     budget = suite.budget
     suite_dir = out / suite.name
     tasks: list[Task] = []
+    importance = ()
     if needs_importance(suite):
         icfg = budget.get("importance", {})
         tasks.append(Task("importance", f"integrated gradients of a supervised {icfg.get('model', 'resnet')}", False,
-                          float(icfg.get("epochs", 0)), "epochs"))
+                          float(icfg.get("epochs", 0)), "epochs", key=("importance",)))
+        importance = (("importance",),)
     settings = training_settings(suite)  # setting -> trains on complete data
     specs = planned_specs(suite)
-    done = {sp.run_id: is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp)) for sp in specs}
+    done = {sp.run_id: not force and is_done(run_dir(out, sp), run_fingerprint(suite, prov, sp)) for sp in specs}
     image_spec = image_encoder_spec(suite, data)
     image_label = image_spec.kwargs.get("model_name", image_spec.name)
     pcfg = budget["pretrain"]
     steps = float(pretrain_steps(len(prep.train), pcfg))
+    variants, _ = suite.fusion_variants()
 
     def pretrain_path(name: str, image_from: str | None) -> Path:
         return pretrain_cache_path(prov["checksum"], image_spec, tabular_encoder_spec(suite, prep, name), pcfg,
@@ -86,60 +120,113 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     reference = bool(budget.get("reference", {}).get("classical", True))
     fit_cost = {s: _fit_cost(budget, s) for s in suite.strategies}
     anchor_listed = anchor in suite.tabular_encoders  # else pretrained first, for the others to align to
-    shared_fits: set[tuple] = set()
+    shared_fits: dict[tuple, str] = {}  # an image-only fit on the shared image encoder -> the run that makes it
+    raw_rows_listed: set[str] = set()
+    searches: dict[str, list] = {}  # one search per stem; per_protocol false: a fusion's variants share one
+    for sp in specs:
+        searches.setdefault(search_stem(suite, sp), []).append(sp)
+    # each search runs with the data of its first pending run's setting, before that run's fits
+    search_at = {stem: next((sp for sp in runs if not done[sp.run_id]), runs[0]).run_id
+                 for stem, runs in searches.items()}
     for tab in suite.tabular_encoders:
         pending = [sp for sp in specs if sp.tabular_encoder == tab and not done[sp.run_id]]
-        if shared and tab != anchor and not anchor_listed:
-            anchor_listed = True
-            tasks.append(Task("pretrain", f"{image_label}+{anchor} (the shared image "
-                              "encoder's anchor)", pretrain_path(anchor, None).exists() or not pending, steps, "steps"))
+        after_anchor = ()
+        if shared and tab != anchor:
+            after_anchor = (("pretrain", anchor),)
+            if not anchor_listed:
+                anchor_listed = True
+                tasks.append(Task("pretrain", f"{image_label}+{anchor} (the shared image encoder's anchor)",
+                                  pretrain_path(anchor, None).exists() or not pending, steps, "steps",
+                                  key=("pretrain", anchor), args={"tab": anchor, "anchor_only": True}))
         image_from = anchor_key if shared and tab != anchor else None
+        pair_key = ("pretrain", tab)
         tasks.append(Task("pretrain", f"{image_label}+{tab}"
                           + (" (table side aligned to the shared image encoder)" if image_from else ""),
-                          pretrain_path(tab, image_from).exists() or not pending, steps, "steps"))
-        for setting in settings:
+                          pretrain_path(tab, image_from).exists() or not pending, steps, "steps",
+                          key=pair_key, after=after_anchor, args={"tab": tab}))
+        profiled: set[str] = set()
+        for setting, complete in settings.items():
             left = [sp for sp in pending if sp.protocol == setting]
+            enc_key, probe_key = ("encode", tab, setting), ("probe", tab, setting)
             tasks.append(Task("encode", f"{tab} / {setting}: frozen image and tabular features", not left,
-                              float(data.n), "samples"))
+                              float(data.n), "samples", key=enc_key, deps=(pair_key, *importance),
+                              args={"tab": tab, "setting": setting}))
             tasks.append(Task("probe", f"{tab} / {setting}: image and tabular probes, pretrained and random-init",
-                              not left, 4.0 * budget.get("probes", {}).get("max_epochs", 1), "epochs"))
-            if reference and settings[setting]:
+                              not left, 4.0 * budget.get("probes", {}).get("max_epochs", 1), "epochs",
+                              key=probe_key, deps=(pair_key, enc_key), args={"tab": tab, "setting": setting}))
+            if reference and complete:
                 base_fp = reference_base_fingerprint(suite, prov, setting, tab)
-                groups = [tab] + ([None] if tab == suite.tabular_encoders[0] else [])  # table-only rows once
                 ceilings = dict.fromkeys(CEILINGS) if setting == "complete" and has_ceilings(data) else None
+                groups = ([None] if setting not in raw_rows_listed else []) + [tab]  # table-only rows once
+                raw_rows_listed.add(setting)
                 for pair in groups:
                     for row, _, what, _ in reference_rows(pair, ceilings):
-                        found = [is_done(run_dir(out, sp), fp) for sp, fp in
+                        found = [(sp.run_id, not force and is_done(run_dir(out, sp), fp)) for sp, fp in
                                  (reference_spec(suite, setting, image_label, pair, row, what, seed, base_fp)
                                   for seed in suite.seeds)]
                         # pairs that share one image encoder have the same image features: fitted once
                         again = shared and pair is not None and tab != suite.tabular_encoders[0]
-                        tasks.append(Task("reference", f"{row} · {pair or RAW} / {setting} × {len(found)} seed(s)",
-                                          all(found), 0.0 if again else float(len(found)), "models"))
-        searches: dict[str, list] = {}  # one search per stem; per_protocol false: a fusion's variants share one
-        for sp in (sp for sp in specs if sp.tabular_encoder == tab):
-            searches.setdefault(search_stem(suite, sp), []).append(sp)
-        from_search: set[str] = set()  # fits a frozen search's trial is (bench.pipeline._RunContext.final_train)
-        for stem, runs in searches.items():
-            strategy = runs[0].strategy
-            trials = plan_search(get("fusion", parse_variant(runs[0].fusion)[0]), strategy, budget.get("search", {}))
-            search_done = (suite_dir / "search" / f"{stem}.json").exists() or all(done[sp.run_id] for sp in runs)
-            tasks.append(Task("search", stem, search_done, trials.n_trials * fit_cost[strategy][0],
-                              fit_cost[strategy][1]))
-            first = next((sp for sp in runs if not done[sp.run_id]), None)  # where the search will run
-            if not search_done and strategy == "frozen" and trials.n_trials > 1 and first.seed == suite.seeds[0]:
-                from_search.add(first.run_id)
-        for sp in (sp for sp in specs if sp.tabular_encoder == tab):
-            # an image-only model on a shared image encoder: one fit for every pair (_RunContext.share_key)
-            share = (sp.fusion, sp.strategy, sp.seed, "complete" if settings.get(sp.protocol) else sp.protocol) \
-                if shared and modalities_read(get("fusion", parse_variant(sp.fusion)[0])) == ("image",) \
-                else None
-            free = sp.run_id in from_search or (share is not None and share in shared_fits)
-            if share is not None:
-                shared_fits.add(share)
-            tasks.append(Task("fit", sp.run_id, done[sp.run_id],
-                              *((0.0, fit_cost[sp.strategy][1]) if free else fit_cost[sp.strategy])))
-    tasks.append(Task("render", f"{suite_dir / 'leaderboard.md'}", False, 1.0, "tables"))
+                        tasks.append(Task(
+                            "reference", f"{row} · {pair or RAW} / {setting} × {len(found)} seed(s)",
+                            all(ok for _, ok in found), 0.0 if again else float(len(found)), "models",
+                            key=("reference", setting, pair or RAW, row),
+                            deps=(enc_key, pair_key) if pair is not None else importance,
+                            args={"tab": tab, "setting": setting, "pair": pair,
+                                  "run_ids": [rid for rid, _ in found]}))
+            for label, base, _ in variants:
+                fusion_cls = get("fusion", base)
+                method_specs = [sp for sp in specs if sp.tabular_encoder == tab and sp.protocol == setting
+                                and sp.fusion == label]
+                prof_key = ("profile", tab, label)
+                # one profile per pair and method, with the probes of the first setting that has its fits to do
+                method_done = all(done[sp.run_id] for sp in pending if sp.fusion == label)
+                if label not in profiled and (method_done or not all(done[sp.run_id] for sp in method_specs)):
+                    profiled.add(label)
+                    tasks.append(Task("profile", f"{tab} / {label}: parameters, FLOPs, latency", method_done,
+                                      1.0, "models", key=prof_key, deps=(pair_key, probe_key),
+                                      args={"tab": tab, "label": label, "setting": setting}))
+                for strategy in suite.strategies:
+                    group = [sp for sp in method_specs if sp.strategy == strategy]
+                    inputs = (pair_key, enc_key, probe_key, prof_key)
+                    stem = search_stem(suite, group[0])
+                    search_key = ("search", stem)
+                    method = {"tab": tab, "setting": setting, "label": label, "strategy": strategy}
+                    if search_at[stem] in {sp.run_id for sp in group}:
+                        trials = plan_search(fusion_cls, strategy, budget.get("search", {}))
+                        runs = searches[stem]
+                        search_done = not force and ((suite_dir / "search" / f"{stem}.json").exists()
+                                                     or all(done[sp.run_id] for sp in runs))
+                        tasks.append(Task("search", stem, search_done, trials.n_trials * fit_cost[strategy][0],
+                                          fit_cost[strategy][1], key=search_key, deps=inputs,
+                                          args={**method, "first": group[0]}))
+                        free_from_search = {search_at[stem]} if (not search_done and strategy == "frozen"
+                                                                 and trials.n_trials > 1) else set()
+                    else:
+                        free_from_search = set()
+                    warm = strategy == "trainable" and budget["finetune"]["trainable"].get("warm_start") == "frozen"
+                    for sp in group:
+                        after = ()
+                        if warm and "frozen" in suite.strategies:  # the frozen run's head, at this seed, is loaded
+                            after = (("fit", dataclasses.replace(sp, strategy="frozen").run_id),)
+                        # an image-only model on a shared image encoder: one fit for every pair (_RunContext.share_key)
+                        share = (sp.fusion, sp.strategy, sp.seed, "complete" if complete else sp.protocol) \
+                            if shared and modalities_read(fusion_cls) == ("image",) else None
+                        free = sp.run_id in free_from_search and sp.seed == suite.seeds[0]
+                        if share is not None:
+                            if share in shared_fits:
+                                free = True
+                                after += (("fit", shared_fits[share]),)
+                            else:
+                                shared_fits[share] = sp.run_id
+                        tasks.append(Task("fit", sp.run_id, done[sp.run_id],
+                                          *((0.0, fit_cost[strategy][1]) if free else fit_cost[strategy]),
+                                          key=("fit", sp.run_id), deps=(*inputs, search_key), after=after,
+                                          args={**method, "spec": sp}, batch=("fit", tab, setting, label, strategy)))
+    every_run = [t.key for t in tasks if t.kind in ("fit", "reference")]
+    tasks.append(Task("render", f"{suite_dir / 'leaderboard.md'}", False, 1.0, "tables", key=("render",),
+                      after=tuple(every_run),
+                      args={"run_ids": [sp.run_id for sp in specs]
+                            + [rid for t in tasks if t.kind == "reference" for rid in t.args["run_ids"]]}))
     return tasks
 
 

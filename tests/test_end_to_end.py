@@ -61,11 +61,16 @@ def test_leaderboard_is_rebuilt_from_run_directories(ol3i_smoke, tmp_path):
 
 
 def test_rerun_skips_finished_runs(ol3i_smoke):
+    """A rerun of a finished suite trains nothing and renders the same leaderboard, reference rows included
+    (the plan names every run it reads, not only the ones this invocation wrote)."""
     reports = sorted(ol3i_smoke.glob("runs/*/report.json"))
     stamps = {p: p.stat().st_mtime_ns for p in reports}
+    results = (ol3i_smoke / "results.csv").read_text()
+    assert set(pd.read_csv(ol3i_smoke / "results.csv").kind) == {"fusion", "baseline", "ceiling"}
     assert main(["run", "--suite", "ol3i-incomplete", "--budget", "smoke", "--out", str(ol3i_smoke.parent),
                  "--no-progress", "--fusion", *FUSIONS]) == 0
     assert {p: p.stat().st_mtime_ns for p in reports} == stamps
+    assert (ol3i_smoke / "results.csv").read_text() == results
 
 
 def test_incomplete_protocol_masks_the_top_feature(ol3i_smoke):
