@@ -513,6 +513,8 @@ class SuiteRun:
         self.image_probes: dict[str, float] = {}  # image probe's validation metric by image encoder (key | random-init)
         self.shared_fits: dict[str, tuple] = {}  # fits that do not depend on the pair (_RunContext.share_key)
         self.reference_memo: dict = {}  # classical models' scores by their inputs (bench.reference)
+        self.training = Training(prep, self.loss, budget, self.n_out, out, self.importance, self.needs_tab_tokens,
+                                 self.shared_fits if self.shares_image else None)
 
     @contextlib.contextmanager
     def timed(self, stage: str):
@@ -687,19 +689,12 @@ class SuiteRun:
         key = (tab, setting_name, label, strategy)
         if key in self.contexts:
             return self.contexts[key]
-        pair, (feats, _) = inputs[("pretrain", tab)], inputs[("encode", tab, setting_name)]
-        base = parse_variant(label)[0]
-        fusion_kwargs = dict(self.budget.get("fusions", {}).get(base, {}))
         warm = strategy == "trainable" and self.budget["finetune"]["trainable"].get("warm_start") == "frozen"
         # a warm-started run loads the head of the frozen run with the same spec and seed
         warm_from = (self.out, self.spec_of(setting_name, tab, label, "frozen", 0)) if warm else None
-        ctx = _RunContext(self.prep, feats, self.settings[setting_name], pair.img_enc, pair.tab_enc, label,
-                          fusion_dims(pair.img_enc, pair.tab_enc, get("fusion", base)), self.n_out, fusion_kwargs,
-                          inputs[("probe", tab, setting_name)]["rconf"], strategy, self.loss, self.budget, warm_from,
-                          self.importance, self.needs_tab_tokens, self.out)
-        ctx.test_states = pair.test_states if strategy == "frozen" else {}
-        if self.shares_image:  # an image-only model's fit is the same for every pair: made once (share_key)
-            ctx.image_key, ctx.shared_fits = pair.pinfo.get("image_key"), self.shared_fits
+        ctx = _RunContext(self.training, inputs[("pretrain", tab)], inputs[("encode", tab, setting_name)][0],
+                          self.settings[setting_name], label, strategy, inputs[("probe", tab, setting_name)]["rconf"],
+                          warm_from)
         self.contexts[key] = ctx
         return ctx
 
@@ -1007,23 +1002,42 @@ def _fit_key(hp: dict, seed: int) -> str:
     return json.dumps({"hp": hp, "seed": int(seed)}, sort_keys=True, default=str)
 
 
-class _RunContext:
-    """Everything one (training setting, encoder pair, fusion, strategy) needs to train for a seed."""
+@dataclass
+class Training:
+    """What every method of one invocation trains with (made once by :class:`SuiteRun`)."""
 
-    def __init__(self, prep, feats, setting: TrainSetting, img_enc, tab_enc, fusion_name, dims, n_out,
-                 fusion_kwargs, rconf, strategy, loss, budget, warm_from: tuple[Path, RunSpec] | None = None,
-                 importance: dict | None = None, needs_tab_tokens: bool = False, out: Path | None = None):
+    prep: Prepared
+    loss: LossConfig
+    budget: dict
+    n_out: int  # 1 for a binary task, else the number of classes
+    out: Path  # the --out directory run directories go under
+    importance: dict | None = None  # the importance ranking (cells masked by importance read it)
+    needs_tab_tokens: bool = False  # a fusion of the suite reads every tabular token: they are encoded
+    shared_fits: dict | None = None  # pretrain.image_encoder shared: image-only fits by share_key, else None
+
+
+class _RunContext:
+    """Everything one (training setting, encoder pair, fusion, strategy) needs to train for a seed: its search's
+    objective and its seeds' final fits. ``warm_from``: (--out, the frozen run spec) whose head, at the same
+    seed, starts a trainable run."""
+
+    def __init__(self, training: Training, pair: EncoderPair, feats: Features, setting: TrainSetting,
+                 fusion_name: str, strategy: str, rconf: float, warm_from: tuple[Path, RunSpec] | None = None):
+        prep = training.prep
         self.prep, self.feats, self.setting, self.proto = prep, feats, setting, setting.proto
-        self.img_enc, self.tab_enc = img_enc, tab_enc
-        self.fusion_name, self.dims, self.n_out = fusion_name, dims, n_out
-        self.fusion_kwargs, self.rconf, self.strategy, self.loss = fusion_kwargs, rconf, strategy, loss
-        self.cfg = budget["finetune"][strategy]
-        self.warm_from = warm_from  # (out, frozen run spec): whose head (at the same seed) starts this run
-        self.out = out  # the --out directory run directories go under
+        self.img_enc, self.tab_enc = pair.img_enc, pair.tab_enc
+        self.fusion_cls = get("fusion", parse_variant(fusion_name)[0])
+        self.fusion_name, self.n_out = fusion_name, training.n_out
+        self.dims = fusion_dims(pair.img_enc, pair.tab_enc, self.fusion_cls)
+        self.fusion_kwargs = dict(training.budget.get("fusions", {}).get(parse_variant(fusion_name)[0], {}))
+        self.rconf, self.strategy, self.loss = rconf, strategy, training.loss
+        self.cfg = training.budget["finetune"][strategy]
+        self.warm_from = warm_from
+        self.out = training.out
         self.images = prep.data.images
-        self.device = _device_of(img_enc)
-        self.importance = importance
-        self.needs_tab_tokens = needs_tab_tokens
+        self.device = _device_of(pair.img_enc)
+        self.importance = training.importance
+        self.needs_tab_tokens = training.needs_tab_tokens
         self.n = prep.data.n
         self.names = list(prep.tab.num_names) + list(prep.tab.cat_names)
         self.base = DataState(tab_pooled=feats.tab_pooled, tab_tokens=feats.tab_tokens, tab_rows=None,
@@ -1031,11 +1045,12 @@ class _RunContext:
                               x_num=torch.as_tensor(self.proto.x_num), x_cat=torch.as_tensor(self.proto.x_cat))
         self.has_cat = self.proto.x_cat.shape[1] > 0
         self.fit_state = self.base
-        self.test_states: dict = {}
+        # frozen heads share the pair's cache of test-condition features; a trainable run re-encodes
+        self.test_states: dict = pair.test_states if strategy == "frozen" else {}
         self.search_fits: dict[str, tuple] = {}  # the search's frozen fits by (configuration, seed): see final_train
-        self.fusion_cls = get("fusion", parse_variant(fusion_name)[0])
-        self.image_key: str | None = None  # set by the suite when pairs share one image encoder: see share_key
-        self.shared_fits: dict[str, tuple] = {}  # by share_key: the suite's dict, shared by its contexts
+        # pairs sharing one image encoder: an image-only fit is made once for all of them (see share_key)
+        self.image_key: str | None = pair.pinfo.get("image_key") if training.shared_fits is not None else None
+        self.shared_fits: dict[str, tuple] = training.shared_fits if training.shared_fits is not None else {}
         self.fusion_reads_tab_tokens = bool(getattr(self.fusion_cls, "needs_tabular_tokens", False))
 
     def describe(self) -> str:
