@@ -13,6 +13,9 @@ For one suite::
                 learning-rate search on validation (Optuna, first seed)
                 final fits for every seed -> test predictions -> run directory
     results.csv + leaderboard.md (a pure function of the run directories)
+
+The loops are not written here: :func:`bench.plan.plan_suite` lists them as typed tasks and
+:func:`bench.executor.execute_plan` runs the pending ones, each by the :class:`SuiteRun` method of its kind.
 """
 
 from __future__ import annotations
@@ -341,6 +344,52 @@ def protocol_data_key(proto: AppliedProtocol, tab: PreparedTabular) -> str:
     return f"{proto.describe()} #{digest.hexdigest()[:12]}"
 
 
+def importance_key(suite: Suite, prov: dict, prep: Prepared, loss: LossConfig) -> str:
+    """What the importance ranking depends on: the data (checksum), its training and validation rows and
+    their labels, the importance model (its registered source included) and settings, the loss, the seed."""
+    from bench import __version__
+    from bench.fingerprint import plugin_identity
+
+    icfg = suite.budget.get("importance", {})
+    model_name = icfg.get("model", "resnet")
+    y = np.asarray(prep.data.y)
+    splits = hashlib.sha256(b"".join(np.ascontiguousarray(a, dtype=np.int64).tobytes()  # labels it is fitted on
+                                     for a in (prep.train, prep.val, y[prep.train], y[prep.val]))).hexdigest()[:16]
+    blob = json.dumps({"data": prov["checksum"], "splits": splits, "cfg": icfg, "model": model_name,
+                       "kwargs": suite.tabular_config(model_name), "loss": dataclasses.asdict(loss),
+                       "source": plugin_identity("tabular_encoder", model_name)["source"], "seed": PRETRAIN_SEED,
+                       "bench": __version__, "v": 1}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def importance_cache_path(key: str) -> Path:
+    return cache_root() / "importance" / f"{key}.json"
+
+
+def cached_importance(key: str, compute) -> dict:
+    """The importance ranking stored under ``key`` in the bench cache, else ``compute()`` stored there
+    (a suite run again, or resumed, does not refit the importance model)."""
+    from bench.results import CORRUPT_DIR, _json_default, atomic_write_text, set_aside, warn
+
+    path = importance_cache_path(key)
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text())
+            if isinstance(found, dict) and "ranking" in found:
+                return found
+        except (OSError, ValueError):
+            pass
+        dest = set_aside(path, cache_root() / CORRUPT_DIR)
+        warn(f"cache file {path} is unreadable; moved it to {dest}, it is recomputed")
+
+    text = json.dumps(compute(), default=_json_default)  # key order kept: scores stay ranked
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:  # a read-only cache: computed again next time
+        log.warning("cannot write the importance cache %s (%s)", path, exc)
+    return json.loads(text)  # exactly what a later run reads back from the cache
+
+
 def needs_importance(suite: Suite) -> bool:
     """Whether a protocol of the suite reads the importance ranking (computed on the training split)."""
     return any(get_protocol(p["name"]).needs_importance(p) for p in suite.protocols)
@@ -467,11 +516,11 @@ class SuiteRun:
             model_name = icfg.get("model", "resnet")
             _say(f"[bench] feature importance: integrated gradients of a supervised {model_name} on the training split")
             with self.timed("importance"):
-                self.importance = ig_importance(
+                self.importance = cached_importance(importance_key(suite, prov, prep, self.loss), lambda: ig_importance(
                     x_num=prep.tab.x_num, x_cat=prep.tab.x_cat, names=prep.tab.num_names + prep.tab.cat_names,
                     y=data.y, train_idx=prep.train, val_idx=prep.val, task=data.task, n_classes=data.n_classes,
                     model_name=model_name, model_kwargs=suite.tabular_config(model_name), loss=self.loss, cfg=icfg,
-                    seed=PRETRAIN_SEED)
+                    seed=PRETRAIN_SEED))
             top = ", ".join(f"{k} {v:.1%}" for k, v in list(self.importance["scores"].items())[:3])
             _say(f"[bench]   most important: {top}")
         self.settings = settings = train_settings(suite, prep.tab, self.importance)

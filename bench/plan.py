@@ -77,6 +77,8 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
         data_provenance,
         has_ceilings,
         image_encoder_spec,
+        importance_cache_path,
+        importance_key,
         load_data,
         needs_importance,
         prepare,
@@ -87,6 +89,7 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     from bench.reference import CEILINGS, RAW, reference_rows, reference_spec
     from bench.registry import get
     from bench.search.space import plan_search
+    from bench.train import LossConfig
 
     if loaded is None:
         data = load_data(suite, data_root, dataset)
@@ -98,7 +101,8 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     importance = ()
     if needs_importance(suite):
         icfg = budget.get("importance", {})
-        tasks.append(Task("importance", f"integrated gradients of a supervised {icfg.get('model', 'resnet')}", False,
+        stored = importance_cache_path(importance_key(suite, prov, prep, LossConfig.from_dict(suite.loss))).is_file()
+        tasks.append(Task("importance", f"integrated gradients of a supervised {icfg.get('model', 'resnet')}", stored,
                           float(icfg.get("epochs", 0)), "epochs", key=("importance",)))
         importance = (("importance",),)
     settings = training_settings(suite)  # setting -> trains on complete data

@@ -403,12 +403,13 @@ def check_suite_dir(suite_dir: Path, run_ids=None, *, say=warn) -> int:
 
 
 def check_cache(root: Path, *, say=warn) -> int:
-    """Move unreadable pretraining and feature caches (``<cache>/pretrain|features/*.pt``) to
-    ``<cache>/corrupt/``, one line each; they are recomputed. Returns how many."""
+    """Move unreadable pretraining, feature and importance caches (``<cache>/pretrain|features/*.pt``,
+    ``<cache>/importance/*.json``) to ``<cache>/corrupt/``, one line each; they are recomputed. Returns how many."""
     n = 0
-    for f in sorted([*(root / "pretrain").glob("*.pt"), *(root / "features").glob("*.pt")]):
+    for f in sorted([*(root / "pretrain").glob("*.pt"), *(root / "features").glob("*.pt"),
+                     *(root / "importance").glob("*.json")]):
         try:
-            check_torch_file(f)
+            check_json(f) if f.suffix == ".json" else check_torch_file(f)
         except Exception as exc:  # noqa: BLE001
             dest = set_aside(f, root / CORRUPT_DIR)
             say(f"cache file {f} is unreadable ({_why(exc)}); moved it to {dest}, it is recomputed")

@@ -178,10 +178,18 @@ def cached_npy(
 IN_MEMORY_LIMIT = 1 << 30  # bytes; larger image arrays are rendered into a memory-mapped cache file
 
 
+def source_digest(file: str | Path) -> str:
+    """A short hash of a generator's source file, for the names of the images it renders into the cache:
+    an edited generator renders anew instead of reusing what its old code drew."""
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()[:12]
+
+
 def render_images(shape: tuple[int, ...], fill: Callable[[np.ndarray], None], cache_path: Path) -> np.ndarray:
-    """float32 images of ``shape`` filled by ``fill``: in memory when small, else a cached memmap."""
-    if int(np.prod(shape)) * 4 <= IN_MEMORY_LIMIT:
-        images = np.empty(shape, dtype=np.float32)
-        fill(images)
-        return images
-    return cached_npy(cache_path, shape, np.float32, fill)[0]
+    """float32 images of ``shape`` filled by ``fill`` once, then read from ``cache_path`` (whose name must
+    say everything they depend on: generator version and source, size, seed): up to
+    :data:`IN_MEMORY_LIMIT` read back into memory (a replica's slices render in seconds on 2 cores; reading
+    them back takes a fraction of one), larger ones memory-mapped."""
+    images = cached_npy(cache_path, shape, np.float32, fill)[0]
+    if int(np.prod(shape)) * 4 <= IN_MEMORY_LIMIT and isinstance(images, np.memmap):
+        return np.array(images)  # in memory and writable, as rendered
+    return images

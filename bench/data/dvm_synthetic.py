@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.base import MultimodalData, Provenance, checksum_arrays, default_cache_dir, render_images
+from bench.data.base import (
+    MultimodalData,
+    Provenance,
+    checksum_arrays,
+    default_cache_dir,
+    render_images,
+    source_digest,
+)
 from bench.data.dvm import CATEGORICAL, CONTINUOUS
 from bench.errors import DataError
 from bench.registry import register_dataset
@@ -312,7 +319,8 @@ def make_dvm_synthetic(
                 sim["image_params"], lo, min(n, lo + batch), image_size, seed
             )
 
-    cache = default_cache_dir("dvm-synthetic", cache_dir) / f"{GENERATOR_VERSION}_n{n}_c{n_classes}_s{seed}_{image_size}px.npy"
+    cache = (default_cache_dir("dvm-synthetic", cache_dir)
+             / f"{GENERATOR_VERSION}_n{n}_c{n_classes}_s{seed}_{image_size}px_{source_digest(__file__)}.npy")
     images = render_images(shape, fill, cache)
     y, split = sim["y"], sim["split"]
     levels = sim["cat_levels"]

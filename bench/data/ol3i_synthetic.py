@@ -28,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.base import MultimodalData, Provenance, checksum_arrays, default_cache_dir, render_images
+from bench.data.base import (
+    MultimodalData,
+    Provenance,
+    checksum_arrays,
+    default_cache_dir,
+    render_images,
+    source_digest,
+)
 from bench.data.ol3i import window_ct
 from bench.errors import DataError
 from bench.registry import register_dataset
@@ -902,7 +909,8 @@ def make_ol3i_synthetic(
             hi = min(n, lo + batch)
             out[lo:hi] = _render(sim["image_params"], lo, hi, image_size, seed)
 
-    cache = default_cache_dir("ol3i-synthetic", cache_dir) / f"{tag}_n{n}_s{seed}_{image_size}px.npy"
+    cache = (default_cache_dir("ol3i-synthetic", cache_dir)
+             / f"{tag}_n{n}_s{seed}_{image_size}px_{source_digest(__file__)}.npy")
     images = render_images(shape, fill, cache)
     y, split = sim["y"], sim["split"]
     provenance = Provenance(
