@@ -143,7 +143,7 @@ def run_fits(specs: Sequence[RunSpec], fit: Fit, *, workers: int, hooks: RunHook
 
     With ``ray``, ``fit`` must also offer ``inputs(spec) -> {path under --out: bytes}`` (the files it
     reads) and ``relocated(out) -> fit`` (the same fit writing and reading under another folder), as
-    :class:`bench.pipeline.FinalFit` does, and ``run_dir_of(spec)`` must be ``--out``/<suite>/runs/<run id>.
+    :class:`bench.method.FinalFit` does, and ``run_dir_of(spec)`` must be ``--out``/<suite>/runs/<run id>.
     """
     if ray is not None:
         _run_fits_ray(specs, fit, ray, hooks=hooks, on_error=on_error, run_dir_of=run_dir_of, on_done=on_done)

@@ -341,3 +341,6 @@ def apply_cells(x_num: np.ndarray, x_cat: np.ndarray, tab: PreparedTabular, mask
     if cat_mask.size:
         x_cat[cat_mask] = np.broadcast_to(tab.cat_train_mode, x_cat.shape)[cat_mask]
     return x_num, x_cat
+
+
+NO_MISSINGNESS = Condition("none")  # complete data: nothing masked

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-import bench.pipeline as pipeline
+import bench.method as method
 from bench.cli import main
 from bench.suites import SUITES_DIR
 
@@ -46,7 +46,7 @@ def test_the_search_trial_is_the_first_seeds_final_fit_bit_for_bit(tmp_path, mon
     assert main(["run", "--suite", suite, "--out", str(tmp_path / "reused"), *ARGS]) == 0
     reused = _runs(tmp_path / "reused")
     keys = iter(range(10**6))  # no trial ever matches a final fit: every seed is trained again
-    monkeypatch.setattr(pipeline, "_fit_key", lambda hp, seed: f"never-{next(keys)}")
+    monkeypatch.setattr(method, "_fit_key", lambda hp, seed: f"never-{next(keys)}")
     assert main(["run", "--suite", suite, "--out", str(tmp_path / "refit"), *ARGS]) == 0
     refit = _runs(tmp_path / "refit")
 
