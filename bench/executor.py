@@ -1,4 +1,5 @@
-"""Where a suite's final fits and pretrainings run: this process, ``--workers N`` forked processes, or Ray.
+"""Where a suite's work runs: the plan in this process (:func:`execute_plan`); the final fits in this
+process, ``--workers N`` forked processes or on Ray; pretraining, encoding and classical models also on Ray.
 
 The expensive, embarrassingly parallel part of a suite is the final fit of each seed (frozen heads, then
 the trainable runs that warm-start from them). :func:`run_fits` runs one batch of such fits — the seeds
@@ -17,7 +18,9 @@ execution of the same fits with the same threads per fit and the same seeds. ``f
 and macOS only; elsewhere the fits run in this process.
 
 With ``--backend ray`` (:class:`RayPlacement`) each fit is a Ray task with declared resources (CPUs, GPUs)
-anywhere on the cluster, and so is each encoder pair's contrastive pretraining (:func:`pretrain_on_ray`).
+anywhere on the cluster, and so are each encoder pair's contrastive pretraining (:func:`pretrain_on_ray`),
+the frozen features the plan reads (:func:`encode_on_ray`) and the classical models of the reference rows
+(:func:`reference_fits_on_ray`, started without waiting; their rows are written before the leaderboard).
 A task writes into a scratch folder on its node and returns the files; this process writes them into
 ``--out`` (and the pretraining checkpoint into its cache), so the nodes need no shared file system and
 nothing half-written ever lands in a run directory. Files a fit reads from ``--out`` (the frozen head a
@@ -45,8 +48,8 @@ import torch
 from bench.hooks import RunHooks
 from bench.results import FAILED, RunSpec
 
-__all__ = ["RayPlacement", "default_threads", "execute_plan", "fork_available", "pretrain_on_ray", "process_info",
-           "run_fits"]
+__all__ = ["RayPlacement", "default_threads", "encode_on_ray", "execute_plan", "fork_available", "pretrain_on_ray",
+           "process_info", "reference_fits_on_ray", "run_fits", "tasks_to_run"]
 
 Fit = Callable[[RunSpec, RunHooks], None]
 OnError = Callable[[RunSpec, BaseException, RunHooks], None]
@@ -191,6 +194,19 @@ def run_fits(specs: Sequence[RunSpec], fit: Fit, *, workers: int, hooks: RunHook
 
 
 # ------------------------------------------------------------------------------------- the plan
+def tasks_to_run(tasks: Sequence) -> list[bool]:
+    """Which of a plan's tasks :func:`execute_plan` runs: every pending task, and every finished task whose
+    output a task that runs reads."""
+    runs = [False] * len(tasks)
+    needed: set = set()
+    for i in range(len(tasks) - 1, -1, -1):
+        t = tasks[i]
+        if not t.done or t.key in needed:
+            runs[i] = True
+            needed.update(t.deps)
+    return runs
+
+
 def execute_plan(tasks: Sequence, handlers: dict[str, Callable], *, on_skip: Callable | None = None) -> dict:
     """Run a plan (:func:`bench.plan.plan_suite`) in its order: every pending task, and every finished
     task whose output a task that runs reads (a cached pretraining is loaded, not trained again).
@@ -201,13 +217,7 @@ def execute_plan(tasks: Sequence, handlers: dict[str, Callable], *, on_skip: Cal
     and one setting's features are released before the next ones are encoded. ``on_skip(task)`` is told of
     every task that does not need to run. Returns the outputs still held (those no task read).
     """
-    runs = [False] * len(tasks)
-    needed: set = set()
-    for i in range(len(tasks) - 1, -1, -1):
-        t = tasks[i]
-        if not t.done or t.key in needed:
-            runs[i] = True
-            needed.update(t.deps)
+    runs = tasks_to_run(tasks)
     last_read: dict = {}
     for i, t in enumerate(tasks):
         if runs[i]:
@@ -433,3 +443,80 @@ def pretrain_on_ray(jobs: dict[str, tuple[dict, Path]], placement: RayPlacement,
         where[name] = info
         say(f"[bench] pretrained {name} on Ray node {info.get('ray_node_id', '?')[:12]} ({info['host']}, pid {info['pid']})")
     return where
+
+
+def _ray_encode(compute, threads: int, *args) -> tuple[tuple, dict]:
+    """One set of frozen features (:func:`bench.features.encode_images` / ``encode_tabular``) on a Ray worker."""
+    from bench.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(threads)
+    out = compute(*args)
+    return tuple(None if t is None else t.cpu() for t in out), process_info()
+
+
+def encode_on_ray(jobs: dict[str, tuple[Callable, tuple, Path]], placement: RayPlacement,
+                  say: Callable[[str], Any] = print) -> dict[str, dict]:
+    """Encode several feature sets at once on the cluster: ``jobs[name] = (compute, args, cache path)``.
+
+    Each result is stored at its cache path (:func:`bench.features.store_features`), where the suite's
+    encode tasks then find it; returns where each set was encoded. A job whose task fails raises here.
+    """
+    import ray
+
+    from bench.features import store_features
+
+    task = placement.remote(_ray_encode)
+    with memmaps_by_path():  # one copy of the images in the object store, however many encoders read them
+        shared: dict[int, Any] = {}
+
+        def put(a):  # large arrays (the images) go to the object store once; ``jobs`` keeps them alive
+            if getattr(a, "nbytes", 0) > 1 << 20:
+                if id(a) not in shared:
+                    shared[id(a)] = ray.put(a)
+                return shared[id(a)]
+            return a
+
+        refs = {task.remote(compute, placement.threads(), *(put(a) for a in args)): name  # top-level: Ray resolves refs
+                for name, (compute, args, _) in jobs.items()}
+    where: dict[str, dict] = {}
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        name = refs[ready[0]]
+        try:
+            out, info = ray.get(ready[0])
+        except Exception as exc:  # noqa: BLE001
+            raise RuntimeError(f"encoding {name} on the Ray cluster failed ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        store_features(jobs[name][2], out)
+        where[name] = info
+        say(f"[bench] encoded {name} on Ray node {info.get('ray_node_id', '?')[:12]} ({info['host']}, pid {info['pid']})")
+    return where
+
+
+def _ray_reference_fit(how: str, x, y, split, task: str, seed: int, n_classes: int) -> tuple:
+    """One classical model of a reference row (:data:`bench.reference.FITTERS`) on a Ray worker."""
+    from bench.reference import FITTERS
+
+    scores, info = FITTERS[how](x, y, split, task, seed, n_classes=n_classes)
+    return scores, info, process_info()
+
+
+def reference_fits_on_ray(jobs: dict[tuple, tuple], placement: RayPlacement) -> dict[tuple, Callable[[], tuple]]:
+    """Start classical fits on the cluster without waiting: ``jobs[key] = (model, x, y, split, task, seed,
+    n_classes)``; returns, by key, a promise (a function that waits for ``(scores, info, where)``), the
+    value :func:`bench.reference.write_reference_runs` accepts in its ``memo``. Ray retries a fit whose
+    node died; one that still fails raises when its row is written."""
+    import ray
+
+    task = placement.remote(_ray_reference_fit)
+    inputs: dict[int, Any] = {}
+    promises: dict[tuple, Callable[[], tuple]] = {}
+    for key, (how, x, y, split, kind, seed, n_classes) in jobs.items():
+        if id(x) not in inputs:  # one design matrix, several models and seeds (``jobs`` keeps it alive)
+            inputs[id(x)] = ray.put(x)
+        x_ref = inputs[id(x)]
+        ref = task.remote(how, x_ref, y, split, kind, seed, n_classes)
+        promises[key] = lambda ref=ref: tuple(ray.get(ref))
+    return promises

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -73,18 +74,28 @@ def encode_tabular(encoder: nn.Module, x_num: np.ndarray, x_cat: np.ndarray, kee
     return (torch.cat(toks) if keep_tokens else None), torch.cat(pooled)
 
 
+def features_cache_path(key: dict) -> Path:
+    """Where the frozen features named by ``key`` (encoder checkpoint, data, modality, protocol) are cached."""
+    digest = hashlib.sha256(json.dumps({**key, "v": 1}, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_root() / "features" / f"{digest}.pt"
+
+
+def store_features(path: Path, out: tuple) -> None:
+    """Write features to their cache path atomically (several suites, or Ray's results, may share one cache)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+    torch.save(tuple(None if t is None else t.cpu() for t in out), tmp)
+    os.replace(tmp, path)
+
+
 def cached_features(key: dict, device: torch.device, compute, *args) -> tuple:
     """``compute(*args)``'s tensors, stored under ``$BENCH_CACHE/features/<content key>.pt`` the first time."""
-    digest = hashlib.sha256(json.dumps({**key, "v": 1}, sort_keys=True).encode()).hexdigest()[:20]
-    path = cache_root() / "features" / f"{digest}.pt"
+    path = features_cache_path(key)
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         return tuple(None if t is None else t.to(device) for t in saved)
     out = compute(*args)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")  # several suites may share one cache
-    torch.save(tuple(None if t is None else t.cpu() for t in out), tmp)
-    os.replace(tmp, path)
+    store_features(path, out)
     return out
 
 

@@ -28,9 +28,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,15 @@ from tqdm.auto import tqdm
 from bench.api import MultimodalModel
 from bench.data.base import MultimodalData
 from bench.errors import ConfigError, DataError
-from bench.executor import RayPlacement, execute_plan, pretrain_on_ray, run_fits
+from bench.executor import (
+    RayPlacement,
+    encode_on_ray,
+    execute_plan,
+    pretrain_on_ray,
+    reference_fits_on_ray,
+    run_fits,
+    tasks_to_run,
+)
 from bench.fast_paths import image_batch, place_image_encoder
 from bench.features import (
     Features,
@@ -50,6 +59,7 @@ from bench.features import (
     confidence_ratio,
     encode_images,
     encode_tabular,
+    features_cache_path,
     fusion_dims,
     resolve_device,
     unimodal_probe,
@@ -78,7 +88,7 @@ from bench.protocols import (
     get_protocol,
     missingness_plan,
 )
-from bench.reference import write_reference_runs
+from bench.reference import fits_needed, inputs_digest, reference_inputs, write_reference_runs
 from bench.registry import get
 from bench.results import (
     RunReport,
@@ -328,8 +338,9 @@ def run_suite(
     ``hooks``: :class:`bench.hooks.RunHooks` told when each run starts, after each of its epochs, when
     it ends or fails (e.g. :class:`bench.mlflow_hooks.MLflowHooks`). ``workers`` > 1: the seeds' final
     fits run in that many forked processes, the torch threads divided between them (:mod:`bench.executor`).
-    ``backend`` ray: the searches' trials, the pairs' pretraining and the seeds' final fits are Ray tasks
-    on the cluster (:class:`bench.executor.RayPlacement`); everything else runs here.
+    ``backend`` ray: the searches' trials, the pairs' pretraining, the frozen features, the classical models
+    of the reference rows and the seeds' final fits are Ray tasks on the cluster
+    (:class:`bench.executor.RayPlacement`); probes and latency profiles run here.
 
     The suite is planned, then executed: :func:`bench.plan.plan_suite` lists its typed tasks (importance,
     pretrain, encode, probe, reference, profile, search, fit, render) with the keys of the outputs each
@@ -345,6 +356,7 @@ def run_suite(
                    workers=workers)
     tasks = plan_suite(suite, out=out, loaded=Loaded(run.data, run.prep, run.prov), force=force)
     run.pretrain_on_cluster()
+    run.encode_on_cluster(tasks)
     execute_plan(tasks, run.handlers(), on_skip=run.skipped)
     return run.finish(t_start)
 
@@ -461,6 +473,7 @@ class SuiteRun:
         self.image_probes: dict[str, float] = {}  # image probe's validation metric by image encoder (key | random-init)
         self.shared_fits: dict[str, tuple] = {}  # fits that do not depend on the pair (_RunContext.share_key)
         self.reference_memo: dict = {}  # classical models' scores by their inputs (bench.reference)
+        self.deferred_references: list[Callable[[], Any]] = []  # on Ray: rows written once their fits return
         self.training = Training(prep, self.loss, budget, self.n_out, out, self.importance, self.needs_tab_tokens,
                                  self.shared_fits if self.shares_image else None)
 
@@ -535,6 +548,38 @@ class SuiteRun:
             if jobs:
                 pretrain_on_ray(jobs, self.placement, say=_say)
 
+    def encode_on_cluster(self, tasks: Sequence) -> None:
+        """On Ray, every frozen feature set the plan's encode tasks will read and the cache lacks is encoded
+        at once on the cluster (the image features once per image encoder); the encode tasks then load them."""
+        if self.placement is None:
+            return
+        with self.timed("features"):
+            jobs: dict[str, tuple] = {}
+            names: dict[Path, str] = {}
+            encoders: dict[str, tuple] = {}
+            for task, runs in zip(tasks, tasks_to_run(tasks)):
+                if not runs or task.kind != "encode":
+                    continue
+                tab, setting = task.args["tab"], task.args["setting"]
+                if tab not in encoders:  # trained by pretrain_on_cluster: loaded from the cache
+                    img_enc, tab_enc, pinfo = self.pretrain(tab)
+                    if hasattr(tab_enc, "tokens_needed"):
+                        tab_enc.tokens_needed = self.needs_tab_tokens
+                    encoders[tab] = img_enc, tab_enc, pinfo
+                img_enc, tab_enc, pinfo = encoders[tab]
+                proto = self.settings[setting].proto
+                image_key, tab_key = self.feature_keys(pinfo, protocol_data_key(proto, self.prep.tab))
+                for name, key, compute, args in (
+                        (f"{self.image_label} images ({tab} pair)", image_key, encode_images, (img_enc, self.data.images)),
+                        (f"{tab} / {setting} table", tab_key, encode_tabular,
+                         (tab_enc, proto.x_num, proto.x_cat, self.needs_tab_tokens))):
+                    path = features_cache_path(key)
+                    if not path.exists() and path not in names:
+                        names[path] = name
+                        jobs[name] = (compute, args, path)
+            if jobs:
+                encode_on_ray(jobs, self.placement, say=_say)
+
     # ------------------------------------------------------------------------- the plan's tasks
     def handlers(self) -> dict:
         """The method that executes each kind of task of the plan (:func:`bench.executor.execute_plan`)."""
@@ -608,14 +653,38 @@ class SuiteRun:
                    env=self.env, base_fingerprint=reference_base_fingerprint(self.suite, self.prov, setting,
                                                                              task.args["tab"]),
                    force=self.force, say=_say, memo=self.reference_memo)
+        if pair is None:
+            rows = dict(image_features=None, pair=None, ceilings=self.ceilings if setting == "complete" else None)
+        else:
+            feats, _ = inputs[("encode", pair, setting)]
+            rows = dict(image_features=feats.image_pooled.cpu().numpy(), pair=pair, ceilings=None,
+                        pretraining=inputs[("pretrain", pair)].pinfo)
         with self.timed("reference rows"):
-            if pair is None:
-                write_reference_runs(**ref, image_features=None, pair=None,
-                                     ceilings=self.ceilings if setting == "complete" else None)
-            else:
-                feats, _ = inputs[("encode", pair, setting)]
-                write_reference_runs(**ref, image_features=feats.image_pooled.cpu().numpy(), pair=pair,
-                                     ceilings=None, pretraining=inputs[("pretrain", pair)].pinfo)
+            if self.placement is None:
+                write_reference_runs(**ref, **rows)
+                return
+            # on Ray: the classical fits start on the cluster now; the rows are written before the leaderboard
+            self.reference_fits_on_cluster(ref, rows)
+            self.deferred_references.append(lambda: write_reference_runs(**ref, **rows))
+
+    def reference_fits_on_cluster(self, ref: dict, rows: dict) -> None:
+        """Start the classical fits one reference group still needs on the Ray cluster, without waiting;
+        their promises go into the memo that :func:`write_reference_runs` reads (one fit per distinct inputs)."""
+        x, y, split = reference_inputs(self.data, self.prep, ref["x_num"], ref["x_cat"], rows["image_features"])
+        digest = inputs_digest(x, y, split, self.data.task, self.data.n_classes)
+        needed = fits_needed(out=self.out, suite=self.suite, protocol=ref["protocol"], image_label=self.image_label,
+                             pair=rows["pair"], seeds=self.suite.seeds, base_fingerprint=ref["base_fingerprint"],
+                             force=self.force, image_features=rows["image_features"])
+        jobs = {(digest, how, seed): (how, x, y, split, self.data.task, seed, int(self.data.n_classes))
+                for how, seed in needed if (digest, how, seed) not in self.reference_memo}
+        if jobs:
+            self.reference_memo.update(reference_fits_on_ray(jobs, self.placement))
+
+    def write_deferred_references(self) -> None:
+        """On Ray, the reference rows whose classical fits ran on the cluster, written as the fits return."""
+        with self.timed("reference rows"):
+            while self.deferred_references:
+                self.deferred_references.pop(0)()
 
     def profile_task(self, task, inputs) -> dict | Exception:
         """Parameters, FLOPs and latency of one method on one pair (an exception: its runs fail)."""
@@ -689,24 +758,29 @@ class SuiteRun:
         """The leaderboard of this invocation's plan: its runs and reference rows, whatever else is in the folder."""
         from bench.leaderboard import write_leaderboard
 
+        self.write_deferred_references()
         self.bar.close()
         self.hooks.close()
         self.run_ids = list(task.args["run_ids"])
         with self.timed("leaderboard"):
             write_leaderboard(self.suite_dir, expected_seeds=self.suite.seeds, run_ids=self.run_ids)
 
+    def feature_keys(self, pinfo: dict, data_key: str) -> tuple[dict, dict]:
+        """The cache keys of a pair's image features and of its tabular features on one protocol's data."""
+        image = {"encoders": pinfo.get("image_key", pinfo["cache_key"]), "data": self.prov["checksum"], "modality": "image"}
+        table = {"encoders": pinfo["cache_key"], "data": self.prov["checksum"], "modality": "tabular",
+                 "protocol": data_key, "tokens": self.needs_tab_tokens}
+        return image, table
+
     def features(self, pair: EncoderPair, proto, data_key: str) -> Features:
         """Frozen features: computed once per (encoder checkpoint, dataset, protocol data), cached on disk;
         the image features do not depend on the protocol: encoded once per pair."""
-        pinfo, prov = pair.pinfo, self.prov
+        image_key, tab_key = self.feature_keys(pair.pinfo, data_key)
         if pair.img_tokens is None:
-            pair.img_tokens, pair.img_pooled = cached_features(
-                {"encoders": pinfo.get("image_key", pinfo["cache_key"]), "data": prov["checksum"], "modality": "image"},
-                self.dev, encode_images, pair.img_enc, self.data.images)
-        tab_tokens, tab_pooled = cached_features(
-            {"encoders": pinfo["cache_key"], "data": prov["checksum"], "modality": "tabular",
-             "protocol": data_key, "tokens": self.needs_tab_tokens},
-            self.dev, encode_tabular, pair.tab_enc, proto.x_num, proto.x_cat, self.needs_tab_tokens)
+            pair.img_tokens, pair.img_pooled = cached_features(image_key, self.dev, encode_images, pair.img_enc,
+                                                               self.data.images)
+        tab_tokens, tab_pooled = cached_features(tab_key, self.dev, encode_tabular, pair.tab_enc, proto.x_num,
+                                                 proto.x_cat, self.needs_tab_tokens)
         return Features(pair.img_tokens, pair.img_pooled, tab_pooled, tab_tokens)
 
     def probes(self, pair: EncoderPair, proto, data_key: str, feats: Features) -> dict:
@@ -769,6 +843,7 @@ class SuiteRun:
     # ---------------------------------------------------------------------------------- the end
     def finish(self, t_start: float) -> SuiteResult:
         """The reports of this invocation's plan, and where its wall time went (``timings.json``)."""
+        self.write_deferred_references()  # (already written when the plan rendered its leaderboard)
         reports = load_reports(self.suite_dir, run_ids=self.run_ids)
         seconds = time.perf_counter() - t_start
         stages = {k: round(v, 3) for k, v in self.stage_seconds.items()}

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.executor import process_info
 from bench.metrics import evaluate
 from bench.results import RunReport, RunSpec, is_done, run_dir, write_run
 from bench.stats import decision_metrics
@@ -167,6 +168,32 @@ def reference_spec(suite, protocol: str, image_label: str, pair: str | None, row
     return sp, reference_fingerprint(base_fingerprint, {**what, "protocol": protocol, "pair": pair, "seed": seed})
 
 
+def inputs_digest(x: np.ndarray, y: np.ndarray, split: Split, task: str, n_classes: int) -> str:
+    """What a classical fit depends on besides its model and seed: design matrix, labels, split, task."""
+    h = hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes())
+    for part in (split.train, split.val, split.test):
+        h.update(np.ascontiguousarray(part).tobytes())
+    return f"{h.hexdigest()}:{task}:{int(n_classes)}"
+
+
+def reference_inputs(data, prep, x_num, x_cat, image_features: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, Split]:
+    """The design matrix, labels and split every classical model of one reference group is fitted on."""
+    return (design_matrix(x_num, x_cat, list(data.cat_cardinalities), image_features), np.asarray(data.y),
+            Split(prep.train, prep.val, prep.test))
+
+
+def fits_needed(*, out, suite, protocol: str, image_label: str, pair: str | None, seeds: list[int],
+                base_fingerprint: dict, force: bool, image_features) -> list[tuple[str, int]]:
+    """``(model, seed)`` of the classical fits one reference group still has to make (rows not written)."""
+    todo = []
+    for fusion, _kind, what, how in reference_rows(None if image_features is None else pair, None):
+        for seed in seeds:
+            sp, fp = reference_spec(suite, protocol, image_label, pair, fusion, what, seed, base_fingerprint)
+            if force or not is_done(run_dir(out, sp), fp):
+                todo.append((how, int(seed)))
+    return todo
+
+
 def write_reference_runs(*, out, suite, protocol: str, image_label: str, data, prep, x_num, x_cat,
                          image_features: np.ndarray | None, pair: str | None, seeds: list[int], prov: dict,
                          env: dict, base_fingerprint: dict, ceilings: dict[str, np.ndarray] | None,
@@ -176,16 +203,16 @@ def write_reference_runs(*, out, suite, protocol: str, image_label: str, data, p
     ``image_features`` and ``pair`` given: the classical models on table + that pair's frozen image features;
     else the classical models on the table alone, plus ``ceilings`` (logits for all samples) when given.
     ``pretraining``: the pair's pretraining record, kept with rows on its image features.
-    ``memo``: fitted scores by (design matrix, labels, split, model, seed) digest, shared by the calls of
-    one suite run, so pairs that share one image encoder (identical image features) fit each model once.
+    ``memo``: ``(scores, info, where it was fitted)`` by ``(inputs_digest, model, seed)``, shared by the
+    calls of one suite run, so pairs that share one image encoder (identical image features) fit each
+    model once. A value may also be a promise, a function returning that triple: a fit made elsewhere
+    (on a Ray cluster, :func:`bench.executor.reference_fits_on_ray`), awaited when its row is written.
     """
-    y = np.asarray(data.y)
-    split = Split(prep.train, prep.val, prep.test)
-    x = design_matrix(x_num, x_cat, list(data.cat_cardinalities), image_features)
+    x, y, split = reference_inputs(data, prep, x_num, x_cat, image_features)
     tab_label = RAW if pair is None else pair
     rows = reference_rows(None if image_features is None else pair, ceilings)
     ids = []
-    inputs_digest = None  # of (design matrix, labels, split, task): computed when a model is first fitted
+    digest = None  # of (design matrix, labels, split, task): computed when a model is first fitted
     ids_path = np.asarray(data.ids if data.ids is not None else np.arange(data.n))
     for fusion, kind, what, how in rows:
         test = None
@@ -195,27 +222,28 @@ def write_reference_runs(*, out, suite, protocol: str, image_label: str, data, p
             if not force and is_done(run_dir(out, sp), fp):
                 continue
             if isinstance(how, str):
-                if inputs_digest is None:
-                    h = hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes())
-                    for part in (split.train, split.val, split.test):
-                        h.update(np.ascontiguousarray(part).tobytes())
-                    inputs_digest = f"{h.hexdigest()}:{data.task}:{int(data.n_classes)}"
-                key = (inputs_digest, how, int(seed))
+                if digest is None:
+                    digest = inputs_digest(x, y, split, data.task, data.n_classes)
+                key = (digest, how, int(seed))
                 if memo is not None and key in memo:  # the same fit on the same inputs: not repeated
-                    scores, info = memo[key]
+                    if callable(memo[key]):  # made elsewhere: wait for it here
+                        memo[key] = memo[key]()
+                    scores, info, where = memo[key]
                 else:
                     scores, info = FITTERS[how](x, y, split, data.task, int(seed), n_classes=int(data.n_classes))
+                    where = process_info()
                     if memo is not None:
-                        memo[key] = (scores, info)
+                        memo[key] = (scores, info, where)
             else:  # a ceiling: the generator's logit for every sample, nothing fitted
                 scores, info = np.asarray(how, dtype=np.float32)[:, None], {"model": f"generator {what['ceiling']} logit"}
+                where = {}
             test = {**evaluate(data.task, y[split.test], scores[split.test]),
                     **decision_metrics(data.task, y[split.val], scores[split.val], y[split.test], scores[split.test])}
             val = evaluate(data.task, y[split.val], scores[split.val])
             report = RunReport(
                 spec=sp, suite_version=suite.version, budget=suite.budget_name, metric=test["metric"], test=test,
                 val=val, hyperparameters={k: v for k, v in info.items() if k not in ("model", "val")}, profile={},
-                provenance=prov, environment=env, fingerprint=fp,
+                provenance=prov, environment={**env, **where}, fingerprint=fp,
                 training={"kind": kind, "model": info["model"], "features": what.get("features", "latents"),
                           "image_features_from": pair, "selection": "validation split",
                           **({"pretraining": pretraining} if pair is not None and pretraining else {})})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -149,10 +150,14 @@ def _reports(suite_dir: Path) -> dict[str, dict]:
 
 
 def test_whole_suite_on_the_cluster_survives_a_node_killed_mid_suite(tmp_path):
-    """Pretraining and final fits are Ray tasks on both nodes; the worker node is killed once a few runs are
-    written: those runs stay as they were, the lost tasks are retried on the head, the suite completes."""
+    """Pretraining, the frozen features, the reference rows' classical models and the final fits are Ray
+    tasks (pretraining and fits on both nodes); the worker node is killed once a few runs are written: those
+    runs stay as they were, the lost tasks are retried on the head, the suite completes."""
     ray_tmp, env, address, common = _cluster_env(BENCH_CACHE=str(tmp_path / "cache"))
     port = address.rpartition(":")[2]
+    suite = tmp_path / "suite.yaml"  # the smoke budget with the reference rows of the cpu budget
+    suite.write_text(f"include: {SUITES / 'ol3i-incomplete.yaml'}\n"
+                     "budget_overrides:\n  smoke:\n    reference: {classical: true}\n")
     out = tmp_path / "runs"
     suite_dir = out / "ol3i-incomplete"
     head = worker = None
@@ -162,31 +167,45 @@ def test_whole_suite_on_the_cluster_survives_a_node_killed_mid_suite(tmp_path):
         worker = _start_node(env, tmp_path / "worker.log", f"--address={address}", *common)
         t0 = time.perf_counter()
         run = subprocess.Popen(
-            [sys.executable, "-m", "bench", "run", "--suite", "ol3i-incomplete", "--budget", "smoke",
+            [sys.executable, "-m", "bench", "run", "--suite", str(suite), "--budget", "smoke",
              "--tabular", "mlp", "ft_transformer", "--fusion", "concat", "amf", "--backend", "ray",
              "--ray-address", address, "--out", str(out), "--no-progress"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         before: dict[str, bytes] = {}
-        while run.poll() is None and len(before) < 3:  # kill the worker node once three runs are written
+        # kill the worker node once three runs are written and both nodes have written one (the reference
+        # rows' classical models may hold the worker at first), or at the latest when eight are written
+        nodes_before: set = set()
+        while run.poll() is None and not (len(before) >= 3 and len(nodes_before) == 2 or len(before) >= 8):
             time.sleep(0.5)
             before = {p.parent.name: p.read_bytes() for p in (suite_dir / "runs").glob("*/report.json")
                       if (p.parent / "DONE").exists()}
+            nodes_before = {json.loads(b)["environment"].get("ray_node_id") for b in before.values()}
         assert run.poll() is None, "the suite ended before the node could be killed:\n" + run.stdout.read()[-3000:]
-        nodes_before = {json.loads(b)["environment"].get("ray_node_id") for b in before.values()}
         _stop_node(worker)
         killed_at = time.perf_counter() - t0
         log, _ = run.communicate(timeout=420)
         assert run.returncode == 0, log[-4000:]
-        reports = _reports(suite_dir)
+        every = _reports(suite_dir)
+        reports = {k: r for k, r in every.items() if r["training"].get("kind") not in ("baseline", "ceiling")}
         assert len(reports) == 2 * 2 * 2 * 2 * 2, log[-3000:]  # tabular x fusion x protocol x strategy x seed
         assert not list((suite_dir / "runs").glob("*/FAILED")), log[-3000:]
         for run_id, blob in before.items():  # finished before the kill: untouched
             assert (suite_dir / "runs" / run_id / "report.json").read_bytes() == blob
+        # reference rows: logistic regression and LightGBM x 2 seeds x 2 protocols on the table and on table +
+        # each pair's image features, fitted on the cluster; the ceilings (complete data, nothing fitted)
+        baselines = [r for r in every.values() if r["training"].get("kind") == "baseline"]
+        assert len(baselines) == 2 * 2 * 2 * 3, log[-3000:]
+        assert all(r["environment"].get("ray_node_id") for r in baselines), log[-3000:]
+        assert sum(r["training"]["kind"] == "ceiling" for r in every.values()) == 4 * 2
+        encoded_on = set(re.findall(r"\[bench\] encoded .* on Ray node (\w+)", log))
+        assert encoded_on, "no frozen features were encoded on the cluster:\n" + log[-3000:]
         fit_nodes = {r["environment"].get("ray_node_id") for r in reports.values()}
         pretrained_on = {r["training"]["pretraining"]["trained_on"].get("ray_node_id") for r in reports.values()}
         assert None not in fit_nodes and None not in pretrained_on
         assert len(fit_nodes) == 2, f"fits ran on {fit_nodes} (before the kill: {nodes_before})"
         assert len(pretrained_on) == 2, f"the two pairs pretrained on {pretrained_on}"
+        print(f"features encoded on {len(encoded_on)} node(s), classical models fitted on "
+              f"{len({r['environment']['ray_node_id'] for r in baselines})}")
         print(f"killed the worker node {killed_at:.0f} s into the suite ({len(before)} runs written); "
               f"suite done in {time.perf_counter() - t0:.0f} s")
     finally:
