@@ -68,13 +68,14 @@ def test_v1_is_unchanged_bit_for_bit():
     assert h.hexdigest()[:16] == "8cb8b1ef4b1c6cb3" and full["intercept"] == -4.228307010340193
 
 
-def test_cache_file_names_keep_the_v1_name(tmp_path, monkeypatch):
+def test_cache_file_names_hold_the_version_size_seed_and_generator_source(tmp_path, monkeypatch):
     monkeypatch.setattr(base, "IN_MEMORY_LIMIT", 0)  # force the memory-mapped cache
     for version in ("v1", "v2"):
         make_ol3i_synthetic(n=40, image_size=16, seed=1, cache_dir=tmp_path, version=version)
+    source = base.source_digest(o3.__file__)  # an edited generator renders anew
     assert sorted(p.name for p in tmp_path.glob("*.npy")) == [
-        "ol3i-synth-v1_n40_s1_16px.npy",
-        "ol3i-synth-v2_n40_s1_16px.npy",
+        f"ol3i-synth-v1_n40_s1_16px_{source}.npy",
+        f"ol3i-synth-v2_n40_s1_16px_{source}.npy",
     ]
 
 
