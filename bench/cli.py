@@ -229,7 +229,8 @@ def _with_dataset(suite, dataset: str):
 
 
 def _dry_run(suite, args) -> int:
-    """``bench run --dry-run``: the plan (tasks by kind, done / pending, cost), nothing trained or written."""
+    """``bench run --dry-run``: the plan (tasks by kind, done / pending, cost); nothing is trained and no run
+    or output folder written (a replica's rendered slices do go to the bench cache, as any load does)."""
     from bench.plan import format_plan, measured_fit_seconds, plan_suite
 
     t0 = time.perf_counter()
@@ -242,7 +243,8 @@ def _dry_run(suite, args) -> int:
         from bench.executor import RayPlacement
 
         place = RayPlacement.from_budget(suite.budget, args.ray_address, use_gpu=args.device == "cuda")
-        where = (f"Ray at {place.address or '$RAY_ADDRESS or a local instance'}: pretraining and fits as tasks of "
+        where = (f"Ray at {place.address or '$RAY_ADDRESS or a local instance'}: pretraining, encodings, "
+                 "classical models and fits as tasks of "
                  f"{place.cpus:g} CPU{'s' if place.cpus != 1 else ''}{f' + {place.gpus:g} GPU' if place.gpus else ''}"
                  f", {place.max_retries} retries; search trials through Ray Tune")
     else:
@@ -250,7 +252,7 @@ def _dry_run(suite, args) -> int:
                  "pretraining, encoding and searches in this process")
     print(f"[bench] executor: {where}")
     pending = sum(not t.done for t in tasks)
-    print(f"[bench] {len(tasks)} tasks, {pending} pending; dry run: nothing trained or written "
+    print(f"[bench] {len(tasks)} tasks, {pending} pending; dry run: nothing trained, no run written "
           f"({time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -48,8 +48,8 @@ import torch
 from bench.hooks import RunHooks
 from bench.results import FAILED, RunSpec
 
-__all__ = ["RayPlacement", "default_threads", "encode_on_ray", "execute_plan", "fork_available", "pretrain_on_ray",
-           "process_info", "reference_fits_on_ray", "run_fits", "tasks_to_run"]
+__all__ = ["RayPlacement", "check_order", "default_threads", "encode_on_ray", "execute_plan", "fork_available",
+           "pretrain_on_ray", "process_info", "reference_fits_on_ray", "run_fits", "tasks_to_run"]
 
 Fit = Callable[[RunSpec, RunHooks], None]
 OnError = Callable[[RunSpec, BaseException, RunHooks], None]
@@ -207,9 +207,26 @@ def tasks_to_run(tasks: Sequence) -> list[bool]:
     return runs
 
 
+def check_order(tasks: Sequence, runs: Sequence[bool]) -> None:
+    """Raise before anything runs if a task that runs is planned before, or in the same batch as, a task
+    that also runs and that it reads (``deps``) or must follow (``after``): a planner bug, never a user's."""
+    index = {t.key: i for i, t in enumerate(tasks)}
+    batch_start: list[int] = []  # batch mates run together: a task is as early as its batch's first task
+    for i, t in enumerate(tasks):
+        same = i > 0 and t.batch is not None and tasks[i - 1].batch == t.batch
+        batch_start.append(batch_start[-1] if same else i)
+    for i, t in enumerate(tasks):
+        for key in (*t.deps, *t.after) if runs[i] else ():
+            j = index.get(key)
+            if j is not None and runs[j] and batch_start[j] >= batch_start[i]:
+                raise RuntimeError(f"plan order: {t.kind} {t.name!r} needs {key} first, but it is planned "
+                                   f"{'in the same batch' if batch_start[j] == batch_start[i] else 'later'}")
+
+
 def execute_plan(tasks: Sequence, handlers: dict[str, Callable], *, on_skip: Callable | None = None) -> dict:
     """Run a plan (:func:`bench.plan.plan_suite`) in its order: every pending task, and every finished
-    task whose output a task that runs reads (a cached pretraining is loaded, not trained again).
+    task whose output a task that runs reads (a cached pretraining is loaded, not trained again). The
+    order is checked first (:func:`check_order`): nothing runs under a plan that reads what it makes later.
 
     ``handlers[kind](task, inputs)`` makes a task's output, ``inputs`` being its ``deps``' outputs by key;
     consecutive tasks with one ``batch`` key go to their handler together, as a list (one method's seeds,
@@ -218,6 +235,7 @@ def execute_plan(tasks: Sequence, handlers: dict[str, Callable], *, on_skip: Cal
     every task that does not need to run. Returns the outputs still held (those no task read).
     """
     runs = tasks_to_run(tasks)
+    check_order(tasks, runs)
     last_read: dict = {}
     for i, t in enumerate(tasks):
         if runs[i]:
@@ -308,14 +326,15 @@ class RayPlacement:
         return cls(address, float(cfg["cpus_per_task"]), float(cfg["gpus_per_task"]) if use_gpu else 0.0,
                    int(cfg["max_retries"]))
 
-    def remote(self, fn):
-        """``fn`` as a Ray task with these resources (the cluster joined first)."""
+    def remote(self, fn, *, gpu: bool = True):
+        """``fn`` as a Ray task with these resources (the cluster joined first); ``gpu`` False: CPU-only
+        code (a classical model) that must not hold a GPU."""
         from bench.search.ray_search import connect, require_ray
 
         ray = require_ray()
         connect(self.address)
-        return ray.remote(fn).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
-                                      retry_exceptions=False)
+        return ray.remote(fn).options(num_cpus=self.cpus, num_gpus=self.gpus if gpu else 0.0,
+                                      max_retries=self.max_retries, retry_exceptions=False)
 
     def threads(self) -> int:
         return max(1, int(self.cpus))
@@ -510,7 +529,7 @@ def reference_fits_on_ray(jobs: dict[tuple, tuple], placement: RayPlacement) -> 
     node died; one that still fails raises when its row is written."""
     import ray
 
-    task = placement.remote(_ray_reference_fit)
+    task = placement.remote(_ray_reference_fit, gpu=False)  # scikit-learn and LightGBM run on CPUs
     inputs: dict[int, Any] = {}
     promises: dict[tuple, Callable[[], tuple]] = {}
     for key, (how, x, y, split, kind, seed, n_classes) in jobs.items():
@@ -518,5 +537,14 @@ def reference_fits_on_ray(jobs: dict[tuple, tuple], placement: RayPlacement) -> 
             inputs[id(x)] = ray.put(x)
         x_ref = inputs[id(x)]
         ref = task.remote(how, x_ref, y, split, kind, seed, n_classes)
-        promises[key] = lambda ref=ref: tuple(ray.get(ref))
+        promises[key] = lambda ref=ref, how=how, seed=seed: _await_reference(ray, ref, how, seed, placement)
     return promises
+
+
+def _await_reference(ray, ref, how: str, seed: int, placement: RayPlacement) -> tuple:
+    try:
+        return tuple(ray.get(ref))
+    except Exception as exc:  # noqa: BLE001 - the fit raised, or its node died more often than Ray retries
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise RuntimeError(f"the {how} fit (seed {seed}) on the Ray cluster failed after up to "
+                           f"{placement.max_retries} retries: {first}") from exc

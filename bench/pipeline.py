@@ -99,6 +99,7 @@ from bench.results import (
     load_reports,
     record_failure,
     run_dir,
+    warn,
 )
 from bench.search import check_backend, default_storage, describe, run_search
 from bench.suite import Suite
@@ -254,20 +255,27 @@ def protocol_data_key(proto: AppliedProtocol, tab: PreparedTabular) -> str:
 
 
 def importance_key(suite: Suite, prov: dict, prep: Prepared, loss: LossConfig) -> str:
-    """What the importance ranking depends on: the data (checksum), its training and validation rows and
-    their labels, the importance model (its registered source included) and settings, the loss, the seed."""
-    from bench import __version__
+    """What the importance ranking depends on: the data (checksum), its preprocessed training and
+    validation rows and their labels, the importance model (its registered source included) and settings,
+    the loss, the seed, and the source of the code that fits and attributes (bench/importance.py,
+    bench/train.py)."""
+    from bench import __version__, importance, train
     from bench.fingerprint import plugin_identity
 
     icfg = suite.budget.get("importance", {})
     model_name = icfg.get("model", "resnet")
     y = np.asarray(prep.data.y)
-    splits = hashlib.sha256(b"".join(np.ascontiguousarray(a, dtype=np.int64).tobytes()  # labels it is fitted on
-                                     for a in (prep.train, prep.val, y[prep.train], y[prep.val]))).hexdigest()[:16]
-    blob = json.dumps({"data": prov["checksum"], "splits": splits, "cfg": icfg, "model": model_name,
+    rows = np.concatenate([prep.train, prep.val])
+    h = hashlib.sha256()
+    for a in (prep.train, prep.val, y[prep.train], y[prep.val]):  # the rows and labels it is fitted on
+        h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+    for a in (prep.tab.x_num[rows], prep.tab.x_cat[rows]):  # as preprocessed (the preprocessor's code included)
+        h.update(np.ascontiguousarray(a).tobytes())
+    code = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (importance, train))).hexdigest()[:16]
+    blob = json.dumps({"data": prov["checksum"], "splits": h.hexdigest()[:16], "cfg": icfg, "model": model_name,
                        "kwargs": suite.tabular_config(model_name), "loss": dataclasses.asdict(loss),
-                       "source": plugin_identity("tabular_encoder", model_name)["source"], "seed": PRETRAIN_SEED,
-                       "bench": __version__, "v": 1}, sort_keys=True, default=str)
+                       "source": plugin_identity("tabular_encoder", model_name)["source"], "code": code,
+                       "seed": PRETRAIN_SEED, "bench": __version__, "v": 2}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -275,13 +283,13 @@ def importance_cache_path(key: str) -> Path:
     return cache_root() / "importance" / f"{key}.json"
 
 
-def cached_importance(key: str, compute) -> dict:
+def cached_importance(key: str, compute, *, force: bool = False) -> dict:
     """The importance ranking stored under ``key`` in the bench cache, else ``compute()`` stored there
-    (a suite run again, or resumed, does not refit the importance model)."""
+    (a suite run again, or resumed, does not refit the importance model; ``force``: computed again)."""
     from bench.results import CORRUPT_DIR, _json_default, atomic_write_text, set_aside, warn
 
     path = importance_cache_path(key)
-    if path.is_file():
+    if path.is_file() and not force:
         try:
             found = json.loads(path.read_text())
             if isinstance(found, dict) and "ranking" in found:
@@ -355,7 +363,7 @@ def run_suite(
                    backend=backend, storage=storage, ray_address=ray_address, dataset=dataset, hooks=hooks,
                    workers=workers)
     tasks = plan_suite(suite, out=out, loaded=Loaded(run.data, run.prep, run.prov), force=force)
-    run.pretrain_on_cluster()
+    run.pretrain_on_cluster(tasks)
     run.encode_on_cluster(tasks)
     execute_plan(tasks, run.handlers(), on_skip=run.skipped)
     return run.finish(t_start)
@@ -431,7 +439,7 @@ class SuiteRun:
                     x_num=prep.tab.x_num, x_cat=prep.tab.x_cat, names=prep.tab.num_names + prep.tab.cat_names,
                     y=data.y, train_idx=prep.train, val_idx=prep.val, task=data.task, n_classes=data.n_classes,
                     model_name=model_name, model_kwargs=suite.tabular_config(model_name), loss=self.loss, cfg=icfg,
-                    seed=PRETRAIN_SEED))
+                    seed=PRETRAIN_SEED), force=force)
             top = ", ".join(f"{k} {v:.1%}" for k, v in list(self.importance["scores"].items())[:3])
             _say(f"[bench]   most important: {top}")
         self.settings = settings = train_settings(suite, prep.tab, self.importance)
@@ -461,7 +469,6 @@ class SuiteRun:
                                     for _, base, _ in self.variants)
         self.searched: set[str] = set()  # the searches (stems) run by this invocation
         # reference rows (bench.reference): classical models on the table (+ each pair's image features), ceilings
-        self.reference_models = bool(budget.get("reference", {}).get("classical", True))
         self.reference_groups: set[tuple] = set()  # (setting, pair or None) whose reference rows are written
         self.contexts: dict[tuple, _RunContext] = {}  # by method (pair, setting, fusion, strategy): search + fits
         self.run_ids: list[str] = []  # the plan's runs and reference rows: what the leaderboard reads
@@ -473,7 +480,7 @@ class SuiteRun:
         self.image_probes: dict[str, float] = {}  # image probe's validation metric by image encoder (key | random-init)
         self.shared_fits: dict[str, tuple] = {}  # fits that do not depend on the pair (_RunContext.share_key)
         self.reference_memo: dict = {}  # classical models' scores by their inputs (bench.reference)
-        self.deferred_references: list[Callable[[], Any]] = []  # on Ray: rows written once their fits return
+        self.deferred_references: list[tuple[str, Callable[[], Any]]] = []  # on Ray: written once fitted
         self.training = Training(prep, self.loss, budget, self.n_out, out, self.importance, self.needs_tab_tokens,
                                  self.shared_fits if self.shares_image else None)
 
@@ -492,11 +499,6 @@ class SuiteRun:
 
     def is_finished(self, sp: RunSpec) -> bool:
         return not self.force and is_done(run_dir(self.out, sp), run_fingerprint(self.suite, self.prov, sp))
-
-    def pending_runs(self, tab_name: str) -> list[RunSpec]:
-        every = [self.spec_of(st, tab_name, v[0], s, seed) for st in self.settings for v in self.variants
-                 for s in self.suite.strategies for seed in self.suite.seeds]
-        return [sp for sp in every if not self.is_finished(sp)]
 
     def record_failed(self, sp: RunSpec, exc: BaseException, run_hooks: RunHooks) -> None:
         """A fit that raised (a broken plug-in, a NaN loss, out of memory): recorded; the suite goes on."""
@@ -537,12 +539,14 @@ class SuiteRun:
         pbar.close()
         return out_
 
-    def pretrain_on_cluster(self) -> None:
-        """On Ray, the pairs that still have runs to do pretrain at once, on the cluster (the shared anchor first)."""
+    def pretrain_on_cluster(self, tasks: Sequence) -> None:
+        """On Ray, the pairs the plan will read (runs or reference rows to make) pretrain at once, on the
+        cluster, when their checkpoints are not cached (the shared anchor first)."""
         if self.placement is None:
             return
         with self.timed("pretraining"):  # pretrain_job trains the shared image encoder's anchor first
-            todo_pairs = [t for t in self.suite.tabular_encoders if self.pending_runs(t)]
+            todo_pairs = [t.args["tab"] for t, runs in zip(tasks, tasks_to_run(tasks))
+                          if runs and t.kind == "pretrain" and not t.args.get("anchor_only")]
             jobs = {f"{self.image_label}+{t}": self.pretrain_job(t) for t in todo_pairs}
             jobs = {name: job for name, job in jobs.items() if not job[1].exists()}
             if jobs:
@@ -665,7 +669,8 @@ class SuiteRun:
                 return
             # on Ray: the classical fits start on the cluster now; the rows are written before the leaderboard
             self.reference_fits_on_cluster(ref, rows)
-            self.deferred_references.append(lambda: write_reference_runs(**ref, **rows))
+            self.deferred_references.append((f"{pair or 'table'} / {setting}",
+                                             lambda: write_reference_runs(**ref, **rows)))
 
     def reference_fits_on_cluster(self, ref: dict, rows: dict) -> None:
         """Start the classical fits one reference group still needs on the Ray cluster, without waiting;
@@ -681,10 +686,16 @@ class SuiteRun:
             self.reference_memo.update(reference_fits_on_ray(jobs, self.placement))
 
     def write_deferred_references(self) -> None:
-        """On Ray, the reference rows whose classical fits ran on the cluster, written as the fits return."""
+        """On Ray, the reference rows whose classical fits ran on the cluster, written as the fits return.
+        A group whose fit failed is left out of the leaderboard with a warning (like a failed run, it is
+        made on the next invocation); the other groups and the leaderboard are still written."""
         with self.timed("reference rows"):
             while self.deferred_references:
-                self.deferred_references.pop(0)()
+                name, write = self.deferred_references.pop(0)
+                try:
+                    write()
+                except Exception as exc:  # noqa: BLE001 - one classical model must not cost the leaderboard
+                    warn(f"reference rows {name} not written: {exc}; run the suite again to make them")
 
     def profile_task(self, task, inputs) -> dict | Exception:
         """Parameters, FLOPs and latency of one method on one pair (an exception: its runs fail)."""
@@ -741,6 +752,7 @@ class SuiteRun:
             for sp in todo:
                 self.record_failed(sp, failed, self.hooks)
             self.bar.update(len(todo))
+            self.contexts.pop((tab, setting_name, label, strategy), None)  # its features are not kept
             return
         ctx = self.context(args, inputs)
         self.bar.set_postfix_str(f"{tab}/{label}/{strategy}/{setting_name}")

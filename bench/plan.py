@@ -68,10 +68,12 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     another), so that what one pair and setting hold in memory is released before the next.
 
     ``loaded``: the data, its preprocessing and provenance when the caller has them (the pipeline);
-    otherwise they are loaded here (``bench run --dry-run``). ``force``: every run, search and reference
-    row is to be made again (``bench run --force``; pretraining stays cached by its content key).
+    otherwise they are loaded here (``bench run --dry-run``). ``force``: the importance ranking and every
+    run, search and reference row are to be made again (``bench run --force``; pretraining and frozen
+    features stay cached by their content keys).
     """
     from bench.api import modalities_read
+    from bench.executor import tasks_to_run
     from bench.pipeline import (
         PRETRAIN_SEED,
         data_provenance,
@@ -102,7 +104,8 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     if needs_importance(suite):
         icfg = budget.get("importance", {})
         stored = importance_cache_path(importance_key(suite, prov, prep, LossConfig.from_dict(suite.loss))).is_file()
-        tasks.append(Task("importance", f"integrated gradients of a supervised {icfg.get('model', 'resnet')}", stored,
+        tasks.append(Task("importance", f"integrated gradients of a supervised {icfg.get('model', 'resnet')}",
+                          stored and not force,
                           float(icfg.get("epochs", 0)), "epochs", key=("importance",)))
         importance = (("importance",),)
     settings = training_settings(suite)  # setting -> trains on complete data
@@ -123,6 +126,9 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
     anchor_key = pretrain_path(anchor, None).stem if shared else None
     reference = bool(budget.get("reference", {}).get("classical", True))
     fit_cost = {s: _fit_cost(budget, s) for s in suite.strategies}
+    # a trainable fit that warm-starts from the frozen one's head runs after it, whatever the suite's order
+    warm_start = budget["finetune"].get("trainable", {}).get("warm_start") == "frozen"
+    strategies = sorted(suite.strategies, key=lambda s: s != "frozen") if warm_start else list(suite.strategies)
     anchor_listed = anchor in suite.tabular_encoders  # else pretrained first, for the others to align to
     shared_fits: dict[tuple, str] = {}  # an image-only fit on the shared image encoder -> the run that makes it
     raw_rows_listed: set[str] = set()
@@ -141,13 +147,14 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
                 anchor_listed = True
                 tasks.append(Task("pretrain", f"{image_label}+{anchor} (the shared image encoder's anchor)",
                                   pretrain_path(anchor, None).exists() or not pending, steps, "steps",
-                                  key=("pretrain", anchor), args={"tab": anchor, "anchor_only": True}))
+                                  key=("pretrain", anchor),
+                                  args={"tab": anchor, "anchor_only": True, "cache": pretrain_path(anchor, None)}))
         image_from = anchor_key if shared and tab != anchor else None
         pair_key = ("pretrain", tab)
         tasks.append(Task("pretrain", f"{image_label}+{tab}"
                           + (" (table side aligned to the shared image encoder)" if image_from else ""),
                           pretrain_path(tab, image_from).exists() or not pending, steps, "steps",
-                          key=pair_key, after=after_anchor, args={"tab": tab}))
+                          key=pair_key, after=after_anchor, args={"tab": tab, "cache": pretrain_path(tab, image_from)}))
         profiled: set[str] = set()
         for setting, complete in settings.items():
             left = [sp for sp in pending if sp.protocol == setting]
@@ -189,7 +196,7 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
                     tasks.append(Task("profile", f"{tab} / {label}: parameters, FLOPs, latency", method_done,
                                       1.0, "models", key=prof_key, deps=(pair_key, probe_key),
                                       args={"tab": tab, "label": label, "setting": setting}))
-                for strategy in suite.strategies:
+                for strategy in strategies:
                     group = [sp for sp in method_specs if sp.strategy == strategy]
                     inputs = (pair_key, enc_key, probe_key, prof_key)
                     stem = search_stem(suite, group[0])
@@ -226,6 +233,10 @@ def plan_suite(suite: Suite, *, out: Path, data_root: str | None = None, dataset
                                           *((0.0, fit_cost[strategy][1]) if free else fit_cost[strategy]),
                                           key=("fit", sp.run_id), deps=(*inputs, search_key), after=after,
                                           args={**method, "spec": sp}, batch=("fit", tab, setting, label, strategy)))
+    # a pair with no pending run whose reference rows are pending is still pretrained if its cache lacks it
+    for i, (task, runs) in enumerate(zip(tasks, tasks_to_run(tasks))):
+        if task.kind == "pretrain" and task.done and runs and not Path(task.args["cache"]).exists():
+            tasks[i] = dataclasses.replace(task, done=False)
     every_run = [t.key for t in tasks if t.kind in ("fit", "reference")]
     tasks.append(Task("render", f"{suite_dir / 'leaderboard.md'}", False, 1.0, "tables", key=("render",),
                       after=tuple(every_run),

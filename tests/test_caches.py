@@ -4,6 +4,7 @@ rendered slices, each found again only under a key that holds everything it depe
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,21 @@ def test_the_importance_key_holds_the_labels_it_is_fitted_on_and_the_settings(tm
     other = load_suite("ol3i-incomplete", budget="smoke")
     other.budget["importance"] = {**other.budget["importance"], "epochs": 4}
     assert _key(other, data) != key  # the importance model's budget
+    prep = prepare(data)
+    prep.tab.x_num[train[0], 0] += 1.0  # a preprocessing that changed (e.g. its code) changes the input rows
+    assert importance_key(suite, data_provenance(data), prep, LossConfig.from_dict(suite.loss)) != key
+
+
+def test_the_importance_key_holds_the_code_that_fits_and_attributes(tmp_path, monkeypatch):
+    import bench.importance
+
+    suite = load_suite("ol3i-incomplete", budget="smoke")
+    data = make_ol3i_synthetic(n=300, seed=1, cache_dir=tmp_path)
+    key = _key(suite, data)
+    edited = tmp_path / "importance.py"
+    edited.write_text(Path(bench.importance.__file__).read_text() + "\n# an edit\n")
+    monkeypatch.setattr(bench.importance, "__file__", str(edited))
+    assert _key(suite, data) != key
 
 
 def test_the_importance_ranking_is_computed_once_and_read_back_exactly(tmp_path, capsys):
@@ -52,13 +68,14 @@ def test_the_importance_ranking_is_computed_once_and_read_back_exactly(tmp_path,
     assert list(again["scores"]) == ["b", "a"]  # ranked order kept, not sorted by name
     importance_cache_path("k" * 20).write_text("{not json")  # unreadable: set aside, computed again, never a crash
     assert cached_importance("k" * 20, compute) == first and len(calls) == 2
+    assert cached_importance("k" * 20, compute, force=True) == first and len(calls) == 3  # bench run --force
     assert "is unreadable; moved it to" in capsys.readouterr().err
 
 
 def test_replica_slices_render_once_and_read_back_equal(tmp_path, monkeypatch):
     first = make_ol3i_synthetic(n=200, seed=3, image_size=32, cache_dir=tmp_path)
     (cached,) = tmp_path.glob("*.npy")
-    assert base.source_digest(ol3i_synthetic.__file__) in cached.name  # an edited generator renders anew
+    assert base.source_digest(*ol3i_synthetic.RENDER_SOURCES) in cached.name  # an edited generator renders anew
 
     def no_render(*a, **k):
         raise AssertionError("rendered again")

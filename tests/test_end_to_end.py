@@ -122,7 +122,7 @@ def test_dry_run_lists_the_plan_and_what_is_done(ol3i_smoke, tmp_path, capsys):
     args = ["--suite", "ol3i-incomplete", "--budget", "smoke", "--no-progress", "--fusion", *FUSIONS]
     assert main(["run", *args, "--out", str(ol3i_smoke.parent), "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    assert "| fit |" in printed and "dry run: nothing trained or written" in printed
+    assert "| fit |" in printed and "dry run: nothing trained, no run written" in printed
     suite = load_suite("ol3i-incomplete", budget="smoke", fusions=FUSIONS)
     done = plan_suite(suite, out=ol3i_smoke.parent)
     fits = [t for t in done if t.kind == "fit"]
@@ -135,7 +135,8 @@ def test_dry_run_lists_the_plan_and_what_is_done(ol3i_smoke, tmp_path, capsys):
     assert "executor: this machine: 1 worker process" in capsys.readouterr().out
     assert main(["run", *args, "--out", str(tmp_path / "empty"), "--dry-run", "--backend", "ray",
                  "--ray-address", "10.0.0.9:6379"]) == 0  # the plan does not join the cluster
-    assert "executor: Ray at 10.0.0.9:6379: pretraining and fits as tasks of 1 CPU" in capsys.readouterr().out
+    assert "executor: Ray at 10.0.0.9:6379: pretraining, encodings, classical models and fits as tasks of 1 CPU" \
+        in capsys.readouterr().out
     assert not (tmp_path / "empty").exists()  # a dry run writes nothing
 
 

@@ -72,7 +72,7 @@ def test_cache_file_names_hold_the_version_size_seed_and_generator_source(tmp_pa
     monkeypatch.setattr(base, "IN_MEMORY_LIMIT", 0)  # force the memory-mapped cache
     for version in ("v1", "v2"):
         make_ol3i_synthetic(n=40, image_size=16, seed=1, cache_dir=tmp_path, version=version)
-    source = base.source_digest(o3.__file__)  # an edited generator renders anew
+    source = base.source_digest(*o3.RENDER_SOURCES)  # an edited generator renders anew
     assert sorted(p.name for p in tmp_path.glob("*.npy")) == [
         f"ol3i-synth-v1_n40_s1_16px_{source}.npy",
         f"ol3i-synth-v2_n40_s1_16px_{source}.npy",

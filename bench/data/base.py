@@ -178,10 +178,14 @@ def cached_npy(
 IN_MEMORY_LIMIT = 1 << 30  # bytes; larger image arrays are rendered into a memory-mapped cache file
 
 
-def source_digest(file: str | Path) -> str:
-    """A short hash of a generator's source file, for the names of the images it renders into the cache:
-    an edited generator renders anew instead of reusing what its old code drew."""
-    return hashlib.sha256(Path(file).read_bytes()).hexdigest()[:12]
+def source_digest(*files: str | Path) -> str:
+    """A short hash of a generator's source files (its own and those its rendering calls), for the names
+    of the images it renders into the cache: an edited generator renders anew instead of reusing what its
+    old code drew."""
+    h = hashlib.sha256()
+    for file in files:
+        h.update(Path(file).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def render_images(shape: tuple[int, ...], fill: Callable[[np.ndarray], None], cache_path: Path) -> np.ndarray:

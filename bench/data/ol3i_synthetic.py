@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.data import images as _images
 from bench.data.base import (
     MultimodalData,
     Provenance,
@@ -39,6 +40,9 @@ from bench.data.base import (
 from bench.data.ol3i import window_ct
 from bench.errors import DataError
 from bench.registry import register_dataset
+
+#: the source files the rendered slices depend on (the cache file name holds their digest)
+RENDER_SOURCES = (__file__, _images.__file__)
 
 VERSIONS = {"v1": "ol3i-synth-v1", "v2": "ol3i-synth-v2"}
 DEFAULT_VERSION = "v2"
@@ -910,7 +914,7 @@ def make_ol3i_synthetic(
             out[lo:hi] = _render(sim["image_params"], lo, hi, image_size, seed)
 
     cache = (default_cache_dir("ol3i-synthetic", cache_dir)
-             / f"{tag}_n{n}_s{seed}_{image_size}px_{source_digest(__file__)}.npy")
+             / f"{tag}_n{n}_s{seed}_{image_size}px_{source_digest(*RENDER_SOURCES)}.npy")
     images = render_images(shape, fill, cache)
     y, split = sim["y"], sim["split"]
     provenance = Provenance(
