@@ -4,7 +4,9 @@ it was fitted, and ``fits_needed`` lists exactly the fits whose rows are not wri
 
 from __future__ import annotations
 
+import contextlib
 import json
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -71,3 +73,21 @@ def test_a_promised_fit_writes_the_same_row_as_a_local_fit_and_names_where_it_ra
         assert report["test"] == r_report["test"] and report["hyperparameters"] == r_report["hyperparameters"]
         assert report["environment"]["pid"] > 0 and "ray_node_id" not in report["environment"]  # fitted here
         assert r_report["environment"]["ray_node_id"] == "n0" and r_report["environment"]["host"] == "elsewhere"
+
+
+def test_a_reference_group_whose_cluster_fit_failed_is_left_out_with_a_warning_and_the_rest_written(capsys):
+    from bench.pipeline import SuiteRun
+
+    written = []
+
+    def failed():
+        raise RuntimeError("the lightgbm fit (seed 2022) on the Ray cluster failed after up to 2 retries: OOM")
+
+    run = SimpleNamespace(deferred_references=[("table / complete", failed),
+                                               ("mlp / complete", lambda: written.append("mlp"))],
+                          timed=lambda stage: contextlib.nullcontext())
+    SuiteRun.write_deferred_references(run)  # what render_task does before the leaderboard
+    assert written == ["mlp"] and run.deferred_references == []
+    err = capsys.readouterr().err
+    assert "bench: warning: reference rows table / complete not written: the lightgbm fit (seed 2022)" in err
+    assert "run the suite again" in err
