@@ -15,7 +15,8 @@ Precision: every float of a published ``leaderboard.json`` is rounded to
 :data:`bench.leaderboard.PUBLISHED_DIGITS` (6) significant digits. Test statistics such as DeLong z and p differ
 between CPU vendors in the last bits of a double; the published number promises 6 digits, so the check holds on
 any x86-64 CPU (the AMD EPYC and Intel Xeon renderings that disagreed differed from the 16th digit on; the
-files are now rendered on an Intel Xeon, and the same rounding applied to the EPYC's values gives the same bytes).
+Xeon's files, rounded so, are what the EPYC renders; ``ol3i-incomplete`` is now rendered on an AMD EPYC, the
+other three on an Intel Xeon).
 
 Logits are copied as trained (float32), so every published metric recomputes exactly from the copy.
 
