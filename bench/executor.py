@@ -391,13 +391,8 @@ def _run_fits_ray(specs, fit, placement: RayPlacement, *, hooks, on_error, run_d
     with memmaps_by_path():  # the features and searched settings, sent to the object store once per batch
         fit_ref = ray.put(fit)
         refs = {task.remote(fit_ref, sp, fit.inputs(sp), placement.threads()): sp for sp in specs}
-    pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        sp = refs[ready[0]]
-        try:
-            result = ray.get(ready[0])
-        except Exception as exc:  # noqa: BLE001 - its worker or node died more often than Ray retries
+    for sp, result, exc in _as_completed(ray, refs):
+        if exc is not None:  # its worker or node died more often than Ray retries
             on_error(sp, RuntimeError(f"its Ray task failed after {placement.max_retries} retries "
                                       f"({type(exc).__name__}); run the suite again to redo it"), hooks)
         else:
@@ -410,6 +405,24 @@ def _run_fits_ray(specs, fit, placement: RayPlacement, *, hooks, on_error, run_d
                 on_error(sp, result["error"], hooks)
         if on_done:
             on_done(sp)
+
+
+def _as_completed(ray, refs: dict):
+    """``(key, result, exception)`` of each Ray task in ``refs`` (``{ref: key}``) as it finishes; the
+    exception (None on success) is that of a task that failed more often than Ray retried it."""
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        try:
+            result, error = ray.get(ready[0]), None
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, which records or raises it
+            result, error = None, exc
+        yield refs[ready[0]], result, error
+
+
+def _failed(doing: str, name: str, exc: BaseException) -> RuntimeError:
+    return RuntimeError(f"{doing} {name} on the Ray cluster failed ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''})")
 
 
 def _ray_pretrain(kwargs: dict, threads: int) -> tuple[bytes, dict]:
@@ -445,15 +458,10 @@ def pretrain_on_ray(jobs: dict[str, tuple[dict, Path]], placement: RayPlacement,
     with memmaps_by_path():
         refs = {task.remote({**kw, "progress": None}, placement.threads()): name for name, (kw, _) in jobs.items()}
     where: dict[str, dict] = {}
-    pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        name = refs[ready[0]]
-        try:
-            blob, info = ray.get(ready[0])
-        except Exception as exc:  # noqa: BLE001
-            raise RuntimeError(f"pretraining {name} on the Ray cluster failed ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    for name, result, exc in _as_completed(ray, refs):
+        if exc is not None:
+            raise _failed("pretraining", name, exc) from exc
+        blob, info = result
         path = jobs[name][1]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
@@ -499,15 +507,10 @@ def encode_on_ray(jobs: dict[str, tuple[Callable, tuple, Path]], placement: RayP
         refs = {task.remote(compute, placement.threads(), *(put(a) for a in args)): name  # top-level: Ray resolves refs
                 for name, (compute, args, _) in jobs.items()}
     where: dict[str, dict] = {}
-    pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        name = refs[ready[0]]
-        try:
-            out, info = ray.get(ready[0])
-        except Exception as exc:  # noqa: BLE001
-            raise RuntimeError(f"encoding {name} on the Ray cluster failed ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    for name, result, exc in _as_completed(ray, refs):
+        if exc is not None:
+            raise _failed("encoding", name, exc) from exc
+        out, info = result
         store_features(jobs[name][2], out)
         where[name] = info
         say(f"[bench] encoded {name} on Ray node {info.get('ray_node_id', '?')[:12]} ({info['host']}, pid {info['pid']})")
