@@ -535,9 +535,11 @@ class SuiteRun:
             pretrain_on_ray({f"{self.image_label}+{tab_name}": (kwargs, path)}, self.placement, say=_say)
         pbar = tqdm(total=pretrain_steps(len(self.prep.train), self.pcfg), desc=f"pretrain {self.image_label}+{tab_name}",
                     unit="step", disable=not self.progress, leave=False, dynamic_ncols=True)
-        out_ = pretrain_pair(**kwargs, progress=pbar)
+        img_enc, tab_enc, pinfo = pretrain_pair(**kwargs, progress=pbar)
         pbar.close()
-        return out_
+        if hasattr(tab_enc, "tokens_needed"):  # no fusion reads all tabular tokens: skip computing them
+            tab_enc.tokens_needed = self.needs_tab_tokens
+        return img_enc, tab_enc, pinfo
 
     def pretrain_on_cluster(self, tasks: Sequence) -> None:
         """On Ray, the pairs the plan will read (runs or reference rows to make) pretrain at once, on the
@@ -566,10 +568,7 @@ class SuiteRun:
                     continue
                 tab, setting = task.args["tab"], task.args["setting"]
                 if tab not in encoders:  # trained by pretrain_on_cluster: loaded from the cache
-                    img_enc, tab_enc, pinfo = self.pretrain(tab)
-                    if hasattr(tab_enc, "tokens_needed"):
-                        tab_enc.tokens_needed = self.needs_tab_tokens
-                    encoders[tab] = img_enc, tab_enc, pinfo
+                    encoders[tab] = self.pretrain(tab)
                 img_enc, tab_enc, pinfo = encoders[tab]
                 proto = self.settings[setting].proto
                 image_key, tab_key = self.feature_keys(pinfo, protocol_data_key(proto, self.prep.tab))
@@ -625,8 +624,6 @@ class SuiteRun:
         init_img, init_tab = place_image_encoder(self.image_spec.build(), self.dev), tab_spec.build().to(self.dev)
         if hasattr(init_tab, "tokens_needed"):
             init_tab.tokens_needed = False
-        if hasattr(tab_enc, "tokens_needed"):  # no fusion reads all tabular tokens: skip computing them
-            tab_enc.tokens_needed = self.needs_tab_tokens
         return EncoderPair(tab_name, img_enc, tab_enc, pinfo, init_img, init_tab)
 
     def encode_task(self, task, inputs) -> tuple[Features, str]:
