@@ -16,18 +16,30 @@ made with the other layout are never reused silently. Measured with ``bench perf
 (resnet10t, 64 x 64 px, 1 channel as in OL3I, inference at batch 256, a training step at batch 128),
 see the README's *Performance* section for the figures on each machine. On other devices both keep
 PyTorch's default layout.
+
+Fused attention in FT-Transformer. ``fast_tabular_encoder``: every tabular encoder the harness builds
+(``EncoderSpec.build``) has its rtdl ``MultiheadAttention`` modules computing softmax(QK^T / sqrt(d))V
+with ``F.scaled_dot_product_attention`` (PyTorch's fused kernel) instead of rtdl's three tensors of
+``[B, heads, n_tokens, n_tokens]``; over OL3I's 424 tokens that tensor is most of the encoder's time.
+Same function, same parameters and state_dict; float32 rounding differs (``NUMERICS``). Where it would
+not be the same function it steps aside: attention dropout active (training with ``attention_dropout >
+0``: rtdl's own path, so the dropout mask is rtdl's), key compression (Linformer), or a ``torch.jit``
+trace (FLOP counting counts rtdl's matmuls). Measured with ``bench perf --only tabular_attention``
+(see the README's *Performance* section).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import rtdl_revisiting_models as rtdl
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ["NUMERICS", "image_batch", "place_image_encoder"]
+__all__ = ["NUMERICS", "fast_tabular_encoder", "image_batch", "place_image_encoder"]
 
 #: What the fast paths change in a result's float32 rounding; part of every run fingerprint and pretraining key.
-NUMERICS = "cpu-image-encoder-channels-last-v1"
+NUMERICS = "cpu-image-encoder-channels-last-v1+tabular-attention-sdpa-v1"
 
 
 def image_batch(images, device: torch.device | str = "cpu") -> Tensor:
@@ -46,4 +58,31 @@ def place_image_encoder(module: torch.nn.Module, device: torch.device | str = "c
     module = module.to(device)
     if torch.device(device).type == "cpu":
         module = module.to(memory_format=torch.channels_last)
+    return module
+
+
+class FusedAttention(rtdl.MultiheadAttention):
+    """rtdl's ``MultiheadAttention`` (same parameters) whose attention is ``F.scaled_dot_product_attention``
+    where that is the same function (module docstring); rtdl's own forward otherwise."""
+
+    def forward(self, x_q: Tensor, x_kv: Tensor) -> Tensor:
+        dropout_active = self.dropout is not None and self.training and self.dropout.p > 0
+        if dropout_active or self.key_compression is not None or torch.jit.is_tracing():
+            return super().forward(x_q, x_kv)
+        q, k, v = self.W_q(x_q), self.W_k(x_kv), self.W_v(x_kv)
+        h = self._n_heads
+        b, n_q, n_kv = q.shape[0], q.shape[1], k.shape[1]
+        q = q.view(b, n_q, h, -1).transpose(1, 2)
+        k = k.view(b, n_kv, h, -1).transpose(1, 2)
+        v = v.view(b, n_kv, h, -1).transpose(1, 2)
+        x = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n_q, -1)
+        return self.W_out(x) if self.W_out is not None else x
+
+
+def fast_tabular_encoder(module: nn.Module) -> nn.Module:
+    """``module`` (a tabular encoder) with every rtdl ``MultiheadAttention`` inside it a :class:`FusedAttention`
+    (in place: the class changes, the parameters and state_dict stay); returns it."""
+    for m in module.modules():
+        if type(m) is rtdl.MultiheadAttention:
+            m.__class__ = FusedAttention
     return module

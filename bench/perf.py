@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.fast_paths import image_batch, place_image_encoder
+from bench.fast_paths import fast_tabular_encoder, image_batch, place_image_encoder
 
-__all__ = ["bench_data_path", "bench_frozen_sweep", "bench_ft_mamba", "bench_image_layout", "bench_latency", "main"]
+__all__ = ["bench_data_path", "bench_frozen_sweep", "bench_ft_mamba", "bench_image_layout", "bench_latency", "bench_tabular_attention", "main"]
 
 N_FEATURES = 423  # the OL3I EHR table
 
@@ -258,7 +258,7 @@ def _encoders(image_size: int, n_num: int, tabular: str = "mlp", tokens: bool = 
 
     torch.manual_seed(0)
     img = place_image_encoder(get("image_encoder", "timm")(model_name="resnet10t", in_chans=1, image_size=image_size))
-    tab = get("tabular_encoder", tabular)(n_num=n_num, cat_cardinalities=[], **TABULAR[tabular])
+    tab = fast_tabular_encoder(get("tabular_encoder", tabular)(n_num=n_num, cat_cardinalities=[], **TABULAR[tabular]))
     if hasattr(tab, "tokens_needed"):
         tab.tokens_needed = tokens  # as in the suite: per-feature tokens only when a fusion reads them
     return img, tab
@@ -571,6 +571,45 @@ def bench_image_layout(
     }
 
 
+def bench_tabular_attention(
+    *, n_num: int = 423, d_token: int = 32, n_heads: int = 1, eval_batch: int = 256, train_batch: int = 128,
+    repeats: int = 5, seed: int = 0,
+) -> dict[str, Any]:
+    """FT-Transformer with the harness's fused attention (:func:`bench.fast_paths.fast_tabular_encoder`)
+    against rtdl's own, at the ``cpu`` budget's setting (423 features, d_token 32, 1 head, attention
+    dropout 0): inference and a training step, same weights."""
+    from bench.registry import get
+
+    torch.manual_seed(seed)
+    enc = get("tabular_encoder", "ft_transformer")(n_num=n_num, cat_cardinalities=[], d_token=d_token,
+                                                   n_heads=n_heads, attention_dropout=0.0)
+    fast_enc = fast_tabular_encoder(copy.deepcopy(enc))
+    gen = torch.Generator().manual_seed(seed)
+    ev, tr = torch.randn(eval_batch, n_num, generator=gen), torch.randn(train_batch, n_num, generator=gen)
+
+    def infer(m: torch.nn.Module, x: torch.Tensor):
+        m.eval()
+        with torch.inference_mode():
+            return m(x).tokens
+
+    def step(m: torch.nn.Module, x: torch.Tensor) -> None:
+        m.train()
+        m.zero_grad(set_to_none=True)
+        m(x).pooled.square().mean().backward()
+
+    diff = float((infer(enc, ev) - infer(fast_enc, ev)).abs().max())
+    secs = _interleaved({"eval_rtdl": lambda: infer(enc, ev), "eval_fused": lambda: infer(fast_enc, ev),
+                         "train_rtdl": lambda: step(enc, tr), "train_fused": lambda: step(fast_enc, tr)}, repeats)
+    return {
+        "config": {"model": "ft_transformer", "n_num": n_num, "d_token": d_token, "n_heads": n_heads,
+                   "attention_dropout": 0.0, "eval_batch": eval_batch, "train_batch": train_batch, "repeats": repeats},
+        "samples_per_s": {k: (eval_batch if k.startswith("eval") else train_batch) / v for k, v in secs.items()},
+        "ratio_eval": secs["eval_rtdl"] / secs["eval_fused"],
+        "ratio_train": secs["train_rtdl"] / secs["train_fused"],
+        "tokens_max_abs_diff": diff,
+    }
+
+
 # ------------------------------------------------------------------------------------------------
 # 4. latency profile
 
@@ -741,6 +780,16 @@ def build_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
         d = il["pooled_max_abs_diff"]
         rows.append(_row("resnet10t channels-last vs default layout, pooled features max abs diff", d, None, None,
                          "<= 1e-4", d <= 1e-4))
+    ta = res.get("tabular_attention")
+    if ta:
+        s = ta["samples_per_s"]
+        for what, label in (("eval", "inference"), ("train", "training step")):
+            r = ta[f"ratio_{what}"]
+            rows.append(_row(f"FT-Transformer {label}, fused attention (bench.fast_paths), samples/s (vs rtdl's)",
+                             s[f"{what}_fused"], s[f"{what}_rtdl"], r, "> 1", r > 1))
+        d = ta["tokens_max_abs_diff"]
+        rows.append(_row("FT-Transformer fused vs rtdl attention, output tokens max abs diff", d, None, None,
+                         "<= 1e-4", d <= 1e-4))
     fc = res.get("ft_mamba_cuda")
     if fc and "skipped" not in fc:
         s = fc["samples_per_s"]
@@ -801,6 +850,7 @@ SIZES = {
                          "fusions": None, "seeds": (2022,), "overhead_fusions": ("concat", "amf")},
         "data_path": {"n": 8139, "image_size": 64, "n_batches": 20, "repeats": 5},
         "image_layout": {"image_size": 64, "repeats": 5},
+        "tabular_attention": {"repeats": 5},
         "latency": {"batch_sizes": (1, 8, 32, 128), "runs": 30, "rounds": 3},
         "ft_mamba_cuda": {"batch": 64, "d_token": 64, "steps": 20, "repeats": 5},
         "latency_cuda": {"batch_sizes": (1, 8, 32, 128), "runs": 60, "rounds": 3, "device": "cuda"},
@@ -810,6 +860,7 @@ SIZES = {
         "frozen_sweep": {"n": 300, "image_size": 32, "epochs": 3, "batch_size": 64, "repeats": 2},
         "data_path": {"n": 2000, "image_size": 64, "n_batches": 5, "repeats": 3},
         "image_layout": {"image_size": 64, "eval_batch": 64, "train_batch": 32, "repeats": 2},
+        "tabular_attention": {"eval_batch": 64, "train_batch": 32, "repeats": 2},
         "latency": {"batch_sizes": (1, 8), "runs": 30, "rounds": 3},
         "ft_mamba_cuda": {"batch": 16, "d_token": 32, "steps": 5, "repeats": 2},
         "latency_cuda": {"batch_sizes": (1, 8), "runs": 30, "rounds": 3, "device": "cuda"},
@@ -821,6 +872,7 @@ BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
     "frozen_sweep": bench_frozen_sweep,
     "data_path": bench_data_path,
     "image_layout": bench_image_layout,
+    "tabular_attention": bench_tabular_attention,
     "latency": bench_latency,
     # on a CUDA machine only (each returns {"skipped": ...} elsewhere)
     "ft_mamba_cuda": bench_ft_mamba_cuda,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.executor import process_info
-from bench.fast_paths import NUMERICS, image_batch, place_image_encoder
+from bench.fast_paths import NUMERICS, fast_tabular_encoder, image_batch, place_image_encoder
 from bench.registry import get
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ class EncoderSpec:
     kwargs: dict
 
     def build(self) -> nn.Module:
-        return get(self.kind, self.name)(**self.kwargs)
+        module = get(self.kind, self.name)(**self.kwargs)
+        return fast_tabular_encoder(module) if self.kind == "tabular_encoder" else module
 
     def key(self) -> dict:
         """What the cached pretrained weights depend on, the encoder's source code included (an edited

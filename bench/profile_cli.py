@@ -69,9 +69,9 @@ def _budget_encoders(budget: str, tabular: str, device: torch.device):
     img = get("image_encoder", suite.image_encoder.get("name", "timm"))(
         **{**suite.image_config(), "in_chans": 1, "image_size": image_size})
     tab = get("tabular_encoder", tabular)(n_num=421, cat_cardinalities=[2, 2], **suite.tabular_config(tabular))
-    from bench.fast_paths import place_image_encoder
+    from bench.fast_paths import fast_tabular_encoder, place_image_encoder
 
-    return place_image_encoder(img, device).eval(), tab.to(device).eval(), image_size
+    return place_image_encoder(img, device).eval(), fast_tabular_encoder(tab).to(device).eval(), image_size
 
 
 def _fusion_inputs(dims, batch: int, device: torch.device) -> tuple:

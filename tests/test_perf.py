@@ -1,5 +1,6 @@
 """bench.perf: every benchmark runs at tiny sizes and returns finite positive figures (no timing asserts)."""
 
+import copy
 import json
 import math
 
@@ -23,6 +24,7 @@ TINY = {
     "frozen_sweep": {"n": 120, "image_size": 32, "epochs": 1, "batch_size": 32, "repeats": 1},
     "data_path": {"n": 200, "image_size": 32, "batch": 16, "n_batches": 2, "repeats": 1},
     "image_layout": {"image_size": 32, "eval_batch": 4, "train_batch": 4, "repeats": 1},
+    "tabular_attention": {"n_num": 12, "d_token": 8, "eval_batch": 4, "train_batch": 4, "repeats": 1},
     "latency": {"batch_sizes": (1, 2), "image_dim": 32, "image_tokens": 4, "tab_dim": 8, "d_model": 16,
                 "n_layers": 1, "runs": 3, "rounds": 1},
     "ft_mamba_cuda": {"n_features": 12, "batch": 4, "d_token": 8, "n_blocks": 1, "d_state": 4, "steps": 1,
@@ -88,6 +90,47 @@ def test_image_layout_figures():
     assert r["pooled_max_abs_diff"] <= 1e-4  # the same convolutions, to float32 rounding
     rows = [row for row in perf.build_rows({"image_layout": r}) if "channels-last" in row["figure"]]
     assert len(rows) == 3 and rows[0]["met"] in ("yes", "no") and rows[1]["met"] in ("yes", "no")
+
+
+def test_tabular_attention_figures():
+    r = perf.bench_tabular_attention(**TINY["tabular_attention"])
+    for k, v in r["samples_per_s"].items():
+        _positive(v, k)
+    assert r["tokens_max_abs_diff"] <= 1e-4  # the same attention, to float32 rounding
+    rows = [row for row in perf.build_rows({"tabular_attention": r}) if "FT-Transformer" in row["figure"]]
+    assert len(rows) == 3 and all(row["met"] in ("yes", "no") for row in rows)
+
+
+def test_fused_attention_is_rtdls_function_and_steps_aside_where_it_is_not():
+    import rtdl_revisiting_models as rtdl
+
+    from bench.fast_paths import FusedAttention, fast_tabular_encoder
+    from bench.registry import get
+
+    torch.manual_seed(0)
+    plain = get("tabular_encoder", "ft_transformer")(n_num=6, cat_cardinalities=[3], d_token=8, n_heads=2,
+                                                      attention_dropout=0.0, ffn_dropout=0.0)
+    fast = fast_tabular_encoder(copy.deepcopy(plain))
+    kinds = [type(m) for m in fast.modules() if isinstance(m, rtdl.MultiheadAttention)]
+    assert kinds and all(k is FusedAttention for k in kinds)
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    x, c = torch.randn(5, 6), torch.randint(0, 3, (5, 1))
+    for training in (False, True):  # no dropout anywhere: the same function in both modes
+        plain.train(training), fast.train(training)
+        torch.testing.assert_close(fast(x, c).tokens, plain(x, c).tokens, atol=1e-5, rtol=1e-5)
+    out = fast(x, c).pooled.square().sum()
+    out.backward()
+    assert all(p.grad is not None for p in fast.parameters())
+    # attention dropout active in training: rtdl's own path, so the same random mask as rtdl's
+    torch.manual_seed(0)
+    plain_d = get("tabular_encoder", "ft_transformer")(n_num=6, cat_cardinalities=[3], d_token=8, n_heads=2,
+                                                        attention_dropout=0.5, ffn_dropout=0.0)
+    fast_d = fast_tabular_encoder(copy.deepcopy(plain_d)).train()
+    plain_d.train()
+    torch.manual_seed(1)
+    a = plain_d(x, c).tokens
+    torch.manual_seed(1)
+    assert torch.equal(fast_d(x, c).tokens, a)
 
 
 def test_image_batches_are_float32_channels_last_on_cpu():
