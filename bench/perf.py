@@ -525,6 +525,20 @@ def bench_data_path(
     }
 
 
+def _encoder_inference(m: torch.nn.Module, x: torch.Tensor):
+    """An encoder's output in eval mode without autograd (a timed inference)."""
+    m.eval()
+    with torch.inference_mode():
+        return m(x)
+
+
+def _encoder_step(m: torch.nn.Module, *x: torch.Tensor) -> None:
+    """A timed training step's forward and backward (a loss on the pooled output)."""
+    m.train()
+    m.zero_grad(set_to_none=True)
+    m(*x).pooled.square().mean().backward()
+
+
 def bench_image_layout(
     *, image_size: int = 64, in_chans: int = 1, eval_batch: int = 256, train_batch: int = 128, repeats: int = 5,
     seed: int = 0,
@@ -544,20 +558,13 @@ def bench_image_layout(
     fast = {"eval": image_batch(ev), "train": image_batch(tr)}
 
     def infer(m: torch.nn.Module, x: torch.Tensor):
-        m.eval()
-        with torch.inference_mode():
-            return m(x).pooled
-
-    def step(m: torch.nn.Module, x: torch.Tensor) -> None:
-        m.train()
-        m.zero_grad(set_to_none=True)
-        m(x).pooled.square().mean().backward()
+        return _encoder_inference(m, x).pooled
 
     diff = float((infer(enc, default["eval"]) - infer(fast_enc, fast["eval"])).abs().max())
     secs = _interleaved({"eval_default": lambda: infer(enc, default["eval"]),
                          "eval_channels_last": lambda: infer(fast_enc, fast["eval"]),
-                         "train_default": lambda: step(enc, default["train"]),
-                         "train_channels_last": lambda: step(fast_enc, fast["train"])}, repeats)
+                         "train_default": lambda: _encoder_step(enc, default["train"]),
+                         "train_channels_last": lambda: _encoder_step(fast_enc, fast["train"])}, repeats)
     return {
         "config": {"model": "resnet10t", "image_size": image_size, "in_chans": in_chans, "eval_batch": eval_batch,
                    "train_batch": train_batch, "repeats": repeats, "weights": "channels-last (place_image_encoder)"},
@@ -593,19 +600,12 @@ def bench_tabular_attention(
     ev, tr = torch.randn(eval_batch, n_num, generator=gen), torch.randn(train_batch, n_num, generator=gen)
 
     def infer(m: torch.nn.Module, x: torch.Tensor):
-        m.eval()
-        with torch.inference_mode():
-            return m(x).tokens
-
-    def step(m: torch.nn.Module, x: torch.Tensor) -> None:
-        m.train()
-        m.zero_grad(set_to_none=True)
-        m(x).pooled.square().mean().backward()
+        return _encoder_inference(m, x).tokens
 
     diff = float((infer(enc, ev) - infer(fast_enc, ev)).abs().max())
     secs = _interleaved({"eval_rtdl": lambda: infer(enc, ev), "eval_fused": lambda: infer(fast_enc, ev),
-                         "train_rtdl": lambda: step(enc, tr), "train_fused": lambda: step(fast_enc, tr),
-                         "train_rtdl_attention_dropout": lambda: step(dropout_enc, tr)}, repeats)
+                         "train_rtdl": lambda: _encoder_step(enc, tr), "train_fused": lambda: _encoder_step(fast_enc, tr),
+                         "train_rtdl_attention_dropout": lambda: _encoder_step(dropout_enc, tr)}, repeats)
     return {
         "config": {"model": "ft_transformer", "n_num": n_num, "d_token": d_token, "n_heads": n_heads,
                    "attention_dropout": 0.0, "eval_batch": eval_batch, "train_batch": train_batch, "repeats": repeats},
