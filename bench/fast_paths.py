@@ -20,7 +20,7 @@ PyTorch's default layout.
 Fused attention in FT-Transformer. ``fast_tabular_encoder``: every tabular encoder the harness builds
 (``EncoderSpec.build``) has its rtdl ``MultiheadAttention`` modules computing softmax(QK^T / sqrt(d))V
 with ``F.scaled_dot_product_attention`` (PyTorch's fused kernel) instead of rtdl's three tensors of
-``[B, heads, n_tokens, n_tokens]``; over OL3I's 424 tokens that tensor is most of the encoder's time.
+``[B, heads, n_tokens, n_tokens]``; over OL3I's 424 tokens those tensors are a large part of the encoder's time.
 Same function, same parameters and state_dict; float32 rounding differs (``NUMERICS``). Where it would
 not be the same function it steps aside: attention dropout active (training with ``attention_dropout >
 0``: rtdl's own path, so the dropout mask is rtdl's), key compression (Linformer), or a ``torch.jit``
