@@ -21,7 +21,7 @@ from bench.fast_paths import image_batch
 from bench.imputation import ImputedFusion, parse_variant
 from bench.pretrain import cache_root
 from bench.registry import get
-from bench.train import FitConfig, LossConfig, fit
+from bench.train import EVAL_BATCH, FitConfig, LossConfig, fit
 
 if TYPE_CHECKING:
     from bench.pipeline import Prepared
@@ -49,7 +49,7 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def encode_images(encoder: nn.Module, images: np.ndarray, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_images(encoder: nn.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     encoder.eval()
     dev = _device_of(encoder)
     toks, pooled = [], []
@@ -61,7 +61,7 @@ def encode_images(encoder: nn.Module, images: np.ndarray, batch_size: int = 256)
 
 
 @torch.inference_mode()
-def encode_tabular(encoder: nn.Module, x_num: np.ndarray, x_cat: np.ndarray, keep_tokens: bool, batch_size: int = 512):
+def encode_tabular(encoder: nn.Module, x_num: np.ndarray, x_cat: np.ndarray, keep_tokens: bool, batch_size: int = EVAL_BATCH):
     encoder.eval()
     dev = _device_of(encoder)
     toks, pooled = [], []

@@ -317,7 +317,7 @@ def _final_run(ctx: _RunContext, sp: RunSpec, best: dict, search_info: dict, sui
     val_logits = fit_res.best_val_logits - np.float32(offset)
 
     def predict_test(state) -> np.ndarray:
-        return predict(model, ctx.forward_with(state), prep.test, 256) - np.float32(offset)
+        return predict(model, ctx.forward_with(state), prep.test) - np.float32(offset)
 
     ids = data.ids if data.ids is not None else np.arange(data.n)
     arrays = {"test_ids": np.asarray(ids)[prep.test].astype(str), "test_y": data.y[prep.test],

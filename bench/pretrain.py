@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from bench.executor import process_info
 from bench.fast_paths import NUMERICS, fast_tabular_encoder, image_batch, place_image_encoder
 from bench.registry import get
+from bench.train import EVAL_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class TabularDecoder(nn.Module):
 
 @torch.no_grad()
 def heldout_reconstruction(decoder: TabularDecoder, tab_enc: nn.Module, x_num: np.ndarray, x_cat: np.ndarray,
-                           train_idx: np.ndarray, rows: np.ndarray, device, batch_size: int = 512) -> dict:
+                           train_idx: np.ndarray, rows: np.ndarray, device, batch_size: int = EVAL_BATCH) -> dict:
     """Held-out reconstruction of clean validation rows: the numeric columns' R^2 (chance: 0, what the
     training mean gives) and the categorical columns' accuracy beside the majority class's."""
     num_pred, cat_pred = [], []
@@ -243,7 +244,7 @@ def heldout_reconstruction(decoder: TabularDecoder, tab_enc: nn.Module, x_num: n
 
 @torch.no_grad()
 def heldout_supervised(heads: SupervisedHeads, img_enc: nn.Module, tab_enc: nn.Module, images, x_num: np.ndarray,
-                       x_cat: np.ndarray, y: np.ndarray, rows: np.ndarray, device, batch_size: int = 256) -> dict:
+                       x_cat: np.ndarray, y: np.ndarray, rows: np.ndarray, device, batch_size: int = EVAL_BATCH) -> dict:
     """Each supervised head's held-out metric (validation rows): AUC for a binary label (chance 0.5), else
     accuracy (chance: the majority class's share)."""
     from bench.metrics import auc
@@ -401,8 +402,8 @@ def pretrain_pair(
     else:  # the fixed image side (eval mode): every pool row's features and projection, once, without augmentation
         modules.eval()
         with torch.no_grad():
-            h_fixed = torch.cat([img_enc(image_batch(images[pool[i:i + 256]], device)).pooled
-                                 for i in range(0, len(pool), 256)])
+            h_fixed = torch.cat([img_enc(image_batch(images[pool[i:i + EVAL_BATCH]], device)).pooled
+                                 for i in range(0, len(pool), EVAL_BATCH)])
             z_fixed = head_img(h_fixed)
         tab_enc.train()
         head_tab.train()

@@ -39,6 +39,9 @@ LGBM_LEAVES = (7, 31)
 LGBM_ROUNDS = 2000
 LGBM_LR = 0.05
 LGBM_EARLY_STOP = 50
+#: LightGBM's threads: fixed, not the machine's core count, so that a row does not depend on the machine
+#: (with ``deterministic=True`` a fixed thread count reproduces the same trees); 2 = the reference machine
+LGBM_THREADS = 2
 #: multi-class tasks grow one tree per class and round (DVM: 101), so a shorter schedule on 2 cores
 LGBM_MULTICLASS = {"leaves": (15,), "rounds": 400, "learning_rate": 0.1, "early_stop": 20}
 CEILINGS = {"bayes": "ceiling[bayes]", "additive": "ceiling[additive]", "table_only": "ceiling[table-only]",
@@ -118,7 +121,7 @@ def fit_lightgbm(x: np.ndarray, y: np.ndarray, split: Split, task: str, seed: in
     for leaves in leaves_grid:
         model = lgb.LGBMClassifier(n_estimators=rounds, learning_rate=lr, num_leaves=leaves,
                                    min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
-                                   random_state=seed, n_jobs=1, verbose=-1, deterministic=True, force_row_wise=True)
+                                   random_state=seed, n_jobs=LGBM_THREADS, verbose=-1, deterministic=True, force_row_wise=True)
         with warnings.catch_warnings():  # LightGBM 4.7 renamed eval_set; the old name works on every 4.x
             warnings.simplefilter("ignore")
             # early stopping can only score validation rows of classes the training split has
