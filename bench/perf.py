@@ -394,7 +394,7 @@ def bench_frozen_sweep(
             t = time.perf_counter()
             fit(model, forward, data.y, train, val, cfg, task=data.task, loss=loss)
             secs = time.perf_counter() - t
-            return secs, predict(model, forward_cached, test, 256)
+            return secs, predict(model, forward_cached, test)
 
         per_seed = []
         for seed in seeds:
@@ -446,7 +446,7 @@ def bench_frozen_sweep(
                             batch_loss.backward()
                             opt.step()
                         if with_val:
-                            evaluate(data.task, data.y[val], predict(model, forward_cached, val, 256))
+                            evaluate(data.task, data.y[val], predict(model, forward_cached, val))
                 return run
 
             def harness(build=build, seed=seed, cfg=cfg) -> None:

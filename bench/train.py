@@ -23,11 +23,11 @@ from bench.metrics import evaluate
 
 Forward = Callable[[nn.Module, np.ndarray], FusionOutput]
 
-#: Batch size of every inference pass the harness makes (validation and test predictions, feature
-#: encoding, held-out pretraining measures). Measured on the 2-core machine (AMD EPYC Zen 4, float32):
-#: resnet10t at 64 x 64 px and FT-Mamba's fused scan infer 15-30% faster per sample at 128 than at 256
-#: (their buffers stay in cache), FT-Transformer within noise; outputs do not depend on it beyond
-#: float32 rounding. Training batch sizes are the budget's.
+#: Batch size of the harness's inference passes (validation and test predictions, feature encoding,
+#: held-out reconstruction and supervised measures; held-out ITC keeps the pretraining batch, whose
+#: ln B is its chance level). Measured on 2 AMD EPYC Zen 4 cores (README, *Performance*): resnet10t at
+#: 64 x 64 px and FT-Mamba's fused scan took 8-23% less time per sample at 128 than at 256,
+#: FT-Transformer the same; outputs differ only in float32 rounding. Training batch sizes are the budget's.
 EVAL_BATCH = 128
 
 
