@@ -517,6 +517,47 @@ def encode_on_ray(jobs: dict[str, tuple[Callable, tuple, Path]], placement: RayP
     return where
 
 
+def _ray_job(fn, threads: int, *args) -> tuple[Any, dict]:
+    """``fn(*args)`` on a Ray worker with ``threads`` torch threads; returns its result and where it ran."""
+    from bench.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(threads)
+    return fn(*args), process_info()
+
+
+def jobs_on_ray(jobs: dict[str, tuple[Callable, tuple]], placement: RayPlacement, doing: str,
+                say: Callable[[str], Any] = print) -> dict[str, tuple[Any, dict]]:
+    """Run ``jobs[name] = (fn, args)`` at once on the cluster and wait for all: ``{name: (fn(*args), where)}``.
+
+    The driver's smaller stages use it (the importance model, the unimodal probes); an argument larger than
+    1 MiB (the images) goes to the object store once however many jobs read it. A job that fails raises
+    here, naming it (Ray has retried it first if its node died)."""
+    import ray
+
+    task = placement.remote(_ray_job)
+    with memmaps_by_path():
+        shared: dict[int, Any] = {}
+
+        def put(a):
+            if getattr(a, "nbytes", 0) > 1 << 20:
+                if id(a) not in shared:
+                    shared[id(a)] = ray.put(a)
+                return shared[id(a)]
+            return a
+
+        refs = {task.remote(fn, placement.threads(), *(put(a) for a in args)): name  # top-level: Ray resolves refs
+                for name, (fn, args) in jobs.items()}
+    done: dict[str, tuple[Any, dict]] = {}
+    for name, result, exc in _as_completed(ray, refs):
+        if exc is not None:
+            raise _failed(doing, name, exc) from exc
+        done[name] = result
+        say(f"[bench] {doing} {name} on Ray node {result[1].get('ray_node_id', '?')[:12]} "
+            f"({result[1]['host']}, pid {result[1]['pid']})")
+    return done
+
+
 def _ray_reference_fit(how: str, x, y, split, task: str, seed: int, n_classes: int) -> tuple:
     """One classical model of a reference row (:data:`bench.reference.FITTERS`) on a Ray worker."""
     from bench.reference import FITTERS

@@ -135,9 +135,22 @@ def confidence_ratio(metric_image: float, metric_tabular: float, *, floor: float
 def unimodal_probe(features: torch.Tensor, prep: Prepared, loss: LossConfig, cfg: dict, seed: int, lr: float = 1e-3) -> float:
     """Frozen encoder + linear head; returns the validation metric (appendix A.4)."""
     data = prep.data
+    return probe_metric(features, data.y, prep.train, prep.val, data.task, data.n_classes, loss, cfg, seed, lr=lr)
+
+
+def probe_metric(features: torch.Tensor, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, task: str,
+                 n_classes: int, loss: LossConfig, cfg: dict, seed: int, lr: float = 1e-3) -> float:
+    """:func:`unimodal_probe` from the arrays it reads (what a Ray task is sent: no images, no table)."""
     torch.manual_seed(seed)
-    probe = nn.Linear(features.shape[1], 1 if data.task == "binary" else data.n_classes).to(features.device)
-    res = fit(probe, lambda m, idx: FusionOutput(m(features[idx])), data.y, prep.train, prep.val,
+    probe = nn.Linear(features.shape[1], 1 if task == "binary" else n_classes).to(features.device)
+    res = fit(probe, lambda m, idx: FusionOutput(m(features[idx])), y, train_idx, val_idx,
               FitConfig(lr=lr, max_epochs=int(cfg["max_epochs"]), patience=int(cfg["patience"]), batch_size=256, seed=seed),
-              task=data.task, loss=loss)
+              task=task, loss=loss)
     return res.best_val
+
+
+def probe_encoded(encode, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, task: str, n_classes: int,
+                  loss: LossConfig, cfg: dict, seed: int, *encode_args) -> float:
+    """:func:`probe_metric` on the pooled features ``encode(*encode_args)`` computes (:func:`encode_images` or
+    :func:`encode_tabular`): a randomly initialised encoder's probe, encoded where it is fitted."""
+    return probe_metric(encode(*encode_args)[1], y, train_idx, val_idx, task, n_classes, loss, cfg, seed)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ from bench.executor import (
     RayPlacement,
     encode_on_ray,
     execute_plan,
+    jobs_on_ray,
     pretrain_on_ray,
     reference_fits_on_ray,
     run_fits,
@@ -61,8 +63,9 @@ from bench.features import (
     encode_tabular,
     features_cache_path,
     fusion_dims,
+    probe_encoded,
+    probe_metric,
     resolve_device,
-    unimodal_probe,
 )
 from bench.fingerprint import planned_specs, reconcile, run_fingerprint, search_stem
 from bench.hooks import HookList, RunHooks
@@ -435,11 +438,14 @@ class SuiteRun:
             model_name = icfg.get("model", "resnet")
             _say(f"[bench] feature importance: integrated gradients of a supervised {model_name} on the training split")
             with self.timed("importance"):
-                self.importance = cached_importance(importance_key(suite, prov, prep, self.loss), lambda: ig_importance(
-                    x_num=prep.tab.x_num, x_cat=prep.tab.x_cat, names=prep.tab.num_names + prep.tab.cat_names,
-                    y=data.y, train_idx=prep.train, val_idx=prep.val, task=data.task, n_classes=data.n_classes,
-                    model_name=model_name, model_kwargs=suite.tabular_config(model_name), loss=self.loss, cfg=icfg,
-                    seed=PRETRAIN_SEED), force=force)
+                fit_importance = functools.partial(
+                    ig_importance, x_num=prep.tab.x_num, x_cat=prep.tab.x_cat,
+                    names=prep.tab.num_names + prep.tab.cat_names, y=data.y, train_idx=prep.train, val_idx=prep.val,
+                    task=data.task, n_classes=data.n_classes, model_name=model_name,
+                    model_kwargs=suite.tabular_config(model_name), loss=self.loss, cfg=icfg, seed=PRETRAIN_SEED)
+                self.importance = cached_importance(importance_key(suite, prov, prep, self.loss), fit_importance
+                                                    if self.placement is None else
+                                                    lambda: self.importance_on_cluster(fit_importance), force=force)
             top = ", ".join(f"{k} {v:.1%}" for k, v in list(self.importance["scores"].items())[:3])
             _say(f"[bench]   most important: {top}")
         self.settings = settings = train_settings(suite, prep.tab, self.importance)
@@ -483,6 +489,12 @@ class SuiteRun:
         self.deferred_references: list[tuple[str, Callable[[], Any]]] = []  # on Ray: written once fitted
         self.training = Training(prep, self.loss, budget, self.n_out, out, self.importance, self.needs_tab_tokens,
                                  self.shared_fits if self.shares_image else None)
+
+    def importance_on_cluster(self, fit_importance: Callable[[], dict]) -> dict:
+        """On Ray, the importance model is fitted and attributed on the cluster; the ranking records where."""
+        ranking, where = jobs_on_ray({"the importance model": (fit_importance, ())}, self.placement, "fitted",
+                                     say=_say)["the importance model"]
+        return {**ranking, "computed_on": where}
 
     @contextlib.contextmanager
     def timed(self, stage: str):
@@ -794,33 +806,54 @@ class SuiteRun:
 
     def probes(self, pair: EncoderPair, proto, data_key: str, feats: Features) -> dict:
         """Rconf from frozen unimodal probes on the protocol's data (appendix A.4), and the same probes on
-        the randomly initialised encoders (what pretraining bought)."""
+        the randomly initialised encoders (what pretraining bought). On Ray the probes of a pair and protocol
+        are fitted at once on the cluster (the random-init encoders encode there too); the result records where."""
         if data_key in pair.probes:
             return pair.probes[data_key]
-        prep, loss = self.prep, self.loss
+        prep, data = self.prep, self.prep.data
         probe_cfg = self.budget.get("probes", {"max_epochs": 50, "patience": 10})
+        common = (data.y, prep.train, prep.val, data.task, data.n_classes, self.loss, probe_cfg, PRETRAIN_SEED)
+        on_ray = self.placement is not None
+
+        def cpu(x):  # what a Ray task is sent lives on the CPU
+            return (copy.deepcopy(x).cpu() if isinstance(x, nn.Module) else x.cpu()) if on_ray else x
+
         # the image features do not depend on the protocol, and pairs that share one image encoder
-        # (pretrain.image_encoder: shared) have the same ones: each image probe is fitted once
+        # (pretrain.image_encoder: shared) have the same ones: each image probe is fitted once; so is the
+        # random-init image probe (every pair's image encoder starts from the same weights)
         image_key = pair.pinfo.get("image_key", pair.pinfo["cache_key"])
+        jobs: dict[str, tuple[Callable, tuple]] = {}
         if image_key not in self.image_probes:
-            self.image_probes[image_key] = unimodal_probe(feats.image_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
-        m_img = self.image_probes[image_key]
-        m_tab = unimodal_probe(feats.tab_pooled, prep, loss, probe_cfg, PRETRAIN_SEED)
+            jobs["image"] = (probe_metric, (cpu(feats.image_pooled), *common))
+        jobs["tabular"] = (probe_metric, (cpu(feats.tab_pooled), *common))
+        if "random-init" not in self.image_probes:
+            jobs["image, random init"] = (probe_encoded, (encode_images, *common, cpu(pair.init_img), self.data.images))
+        jobs["tabular, random init"] = (probe_encoded, (encode_tabular, *common, cpu(pair.init_tab), proto.x_num,
+                                                        proto.x_cat, False))
+        if on_ray:
+            label = f"{pair.tab_name} / {data_key}"
+            ran = jobs_on_ray({f"{label}: {name} probe": job for name, job in jobs.items()}, self.placement,
+                              "probed", say=_say)
+            done = {name: ran[f"{label}: {name} probe"][0] for name in jobs}
+            where = {name: ran[f"{label}: {name} probe"][1] for name in jobs}
+        else:
+            done, where = {name: fn(*args) for name, (fn, args) in jobs.items()}, None
+        if "image" in done:
+            self.image_probes[image_key] = done["image"]
+        if "image, random init" in done:
+            self.image_probes["random-init"] = done["image, random init"]
+        m_img, m_tab = self.image_probes[image_key], done["tabular"]
         rconf = confidence_ratio(m_img, m_tab)
         override = self.suite.raw.get("rconf", "measured")
         if override != "measured":  # a suite may fix Rconf, e.g. the paper's ablation values (4.6.1)
             rconf = float(override)
         _say(f"[bench] {pair.tab_name} / {data_key}: unimodal probes (val) image {m_img:.4f}, "
              f"tabular {m_tab:.4f} -> Rconf {rconf:.3f}{'' if override == 'measured' else ' (fixed by the suite)'}")
-        if "random-init" not in self.image_probes:  # every pair's image encoder starts from the same weights
-            self.image_probes["random-init"] = unimodal_probe(encode_images(pair.init_img, self.data.images)[1], prep,
-                                                              loss, probe_cfg, PRETRAIN_SEED)
-        r_img = self.image_probes["random-init"]
-        r_tab = unimodal_probe(encode_tabular(pair.init_tab, proto.x_num, proto.x_cat, False)[1], prep, loss,
-                               probe_cfg, PRETRAIN_SEED)
+        r_img, r_tab = self.image_probes["random-init"], done["tabular, random init"]
         _say(f"[bench]   random-init encoders: image {r_img:.4f}, tabular {r_tab:.4f}")
         pair.probes[data_key] = {"image_val": m_img, "tabular_val": m_tab, "rconf": rconf,
-                                 "image_val_random_init": r_img, "tabular_val_random_init": r_tab}
+                                 "image_val_random_init": r_img, "tabular_val_random_init": r_tab,
+                                 **({"probed_on": where} if where else {})}
         return pair.probes[data_key]
 
     def search(self, ctx: _RunContext, fusion_cls, strategy: str, first: RunSpec, setting_name: str) -> tuple[dict, dict]:

@@ -150,8 +150,8 @@ def _reports(suite_dir: Path) -> dict[str, dict]:
 
 
 def test_whole_suite_on_the_cluster_survives_a_node_killed_mid_suite(tmp_path):
-    """Pretraining, the frozen features, the reference rows' classical models and the final fits are Ray
-    tasks (pretraining and fits on both nodes); the worker node is killed once a few runs are written: those
+    """Pretraining, the frozen features, the importance model, the unimodal probes, the reference rows'
+    classical models and the final fits are Ray tasks (pretraining and fits on both nodes); the worker node is killed once a few runs are written: those
     runs stay as they were, the lost tasks are retried on the head, the suite completes."""
     ray_tmp, env, address, common = _cluster_env(BENCH_CACHE=str(tmp_path / "cache"))
     port = address.rpartition(":")[2]
@@ -205,6 +205,12 @@ def test_whole_suite_on_the_cluster_survives_a_node_killed_mid_suite(tmp_path):
         assert None not in fit_nodes and None not in pretrained_on
         assert len(fit_nodes) == 2, f"fits ran on {fit_nodes} (before the kill: {nodes_before})"
         assert len(pretrained_on) == 2, f"the two pairs pretrained on {pretrained_on}"
+        # the driver's smaller stages are Ray tasks too: the importance model and every unimodal probe
+        importance = json.loads((suite_dir / "suite.json").read_text())["importance"]
+        assert importance["computed_on"].get("ray_node_id"), importance.get("computed_on")
+        probed_on = {where.get("ray_node_id") for r in reports.values()
+                     for where in r["training"]["probes"]["probed_on"].values()}
+        assert probed_on and None not in probed_on, probed_on
         print(f"features encoded on {len(encoded_on)} node(s), classical models fitted on "
               f"{len({r['environment']['ray_node_id'] for r in baselines})}")
         print(f"killed the worker node {killed_at:.0f} s into the suite ({len(before)} runs written); "
