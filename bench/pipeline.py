@@ -438,14 +438,12 @@ class SuiteRun:
             model_name = icfg.get("model", "resnet")
             _say(f"[bench] feature importance: integrated gradients of a supervised {model_name} on the training split")
             with self.timed("importance"):
-                fit_importance = functools.partial(
-                    ig_importance, x_num=prep.tab.x_num, x_cat=prep.tab.x_cat,
-                    names=prep.tab.num_names + prep.tab.cat_names, y=data.y, train_idx=prep.train, val_idx=prep.val,
-                    task=data.task, n_classes=data.n_classes, model_name=model_name,
-                    model_kwargs=suite.tabular_config(model_name), loss=self.loss, cfg=icfg, seed=PRETRAIN_SEED)
-                self.importance = cached_importance(importance_key(suite, prov, prep, self.loss), fit_importance
-                                                    if self.placement is None else
-                                                    lambda: self.importance_on_cluster(fit_importance), force=force)
+                ikw = dict(x_num=prep.tab.x_num, x_cat=prep.tab.x_cat, names=prep.tab.num_names + prep.tab.cat_names,
+                           y=data.y, train_idx=prep.train, val_idx=prep.val, task=data.task, n_classes=data.n_classes,
+                           model_name=model_name, model_kwargs=suite.tabular_config(model_name), loss=self.loss,
+                           cfg=icfg, seed=PRETRAIN_SEED)
+                self.importance = cached_importance(importance_key(suite, prov, prep, self.loss), lambda: (
+                    ig_importance(**ikw) if self.placement is None else self.importance_on_cluster(ikw)), force=force)
             top = ", ".join(f"{k} {v:.1%}" for k, v in list(self.importance["scores"].items())[:3])
             _say(f"[bench]   most important: {top}")
         self.settings = settings = train_settings(suite, prep.tab, self.importance)
@@ -490,10 +488,11 @@ class SuiteRun:
         self.training = Training(prep, self.loss, budget, self.n_out, out, self.importance, self.needs_tab_tokens,
                                  self.shared_fits if self.shares_image else None)
 
-    def importance_on_cluster(self, fit_importance: Callable[[], dict]) -> dict:
+    def importance_on_cluster(self, kwargs: dict) -> dict:
         """On Ray, the importance model is fitted and attributed on the cluster; the ranking records where."""
-        ranking, where = jobs_on_ray({"the importance model": (fit_importance, ())}, self.placement, "fitted",
-                                     say=_say)["the importance model"]
+        job = (functools.partial(ig_importance, **kwargs), ())
+        ranking, where = jobs_on_ray({"the importance model": job}, self.placement, "fitted", say=_say)[
+            "the importance model"]
         return {**ranking, "computed_on": where}
 
     @contextlib.contextmanager
