@@ -472,6 +472,24 @@ def pretrain_on_ray(jobs: dict[str, tuple[dict, Path]], placement: RayPlacement,
     return where
 
 
+def _submit(ray, task, threads: int, calls: dict[str, tuple[Callable, tuple]]) -> dict:
+    """``task.remote(fn, threads, *args)`` for each ``calls[name] = (fn, args)``: ``{object ref: name}``.
+
+    An argument over 1 MiB (the images) goes to the object store once however many calls read it (memory-mapped
+    arrays by their file, :func:`memmaps_by_path`); arguments are top-level, so Ray resolves the references."""
+    with memmaps_by_path():
+        shared: dict[int, Any] = {}  # ``calls`` keeps the arrays alive, so their ids stay theirs
+
+        def put(a):
+            if getattr(a, "nbytes", 0) > 1 << 20:
+                if id(a) not in shared:
+                    shared[id(a)] = ray.put(a)
+                return shared[id(a)]
+            return a
+
+        return {task.remote(fn, threads, *(put(a) for a in args)): name for name, (fn, args) in calls.items()}
+
+
 def _ray_encode(compute, threads: int, *args) -> tuple[tuple, dict]:
     """One set of frozen features (:func:`bench.features.encode_images` / ``encode_tabular``) on a Ray worker."""
     from bench.allocator import keep_freed_memory
@@ -493,19 +511,8 @@ def encode_on_ray(jobs: dict[str, tuple[Callable, tuple, Path]], placement: RayP
 
     from bench.features import store_features
 
-    task = placement.remote(_ray_encode)
-    with memmaps_by_path():  # one copy of the images in the object store, however many encoders read them
-        shared: dict[int, Any] = {}
-
-        def put(a):  # large arrays (the images) go to the object store once; ``jobs`` keeps them alive
-            if getattr(a, "nbytes", 0) > 1 << 20:
-                if id(a) not in shared:
-                    shared[id(a)] = ray.put(a)
-                return shared[id(a)]
-            return a
-
-        refs = {task.remote(compute, placement.threads(), *(put(a) for a in args)): name  # top-level: Ray resolves refs
-                for name, (compute, args, _) in jobs.items()}
+    refs = _submit(ray, placement.remote(_ray_encode), placement.threads(),
+                   {name: (compute, args) for name, (compute, args, _) in jobs.items()})
     where: dict[str, dict] = {}
     for name, result, exc in _as_completed(ray, refs):
         if exc is not None:
@@ -535,19 +542,7 @@ def jobs_on_ray(jobs: dict[str, tuple[Callable, tuple]], placement: RayPlacement
     here, naming it (Ray has retried it first if its node died)."""
     import ray
 
-    task = placement.remote(_ray_job)
-    with memmaps_by_path():
-        shared: dict[int, Any] = {}
-
-        def put(a):
-            if getattr(a, "nbytes", 0) > 1 << 20:
-                if id(a) not in shared:
-                    shared[id(a)] = ray.put(a)
-                return shared[id(a)]
-            return a
-
-        refs = {task.remote(fn, placement.threads(), *(put(a) for a in args)): name  # top-level: Ray resolves refs
-                for name, (fn, args) in jobs.items()}
+    refs = _submit(ray, placement.remote(_ray_job), placement.threads(), jobs)
     done: dict[str, tuple[Any, dict]] = {}
     for name, result, exc in _as_completed(ray, refs):
         if exc is not None:
