@@ -425,53 +425,6 @@ def _failed(doing: str, name: str, exc: BaseException) -> RuntimeError:
                         f"{str(exc).splitlines()[0] if str(exc) else ''})")
 
 
-def _ray_pretrain(kwargs: dict, threads: int) -> tuple[bytes, dict]:
-    """One pair's contrastive pretraining on a Ray worker, into a scratch cache; returns the checkpoint."""
-    from bench.allocator import keep_freed_memory
-    from bench.pretrain import pretrain_pair
-
-    keep_freed_memory()
-    torch.set_num_threads(threads)
-    before = os.environ.get("BENCH_CACHE")
-    with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as tmp:
-        os.environ["BENCH_CACHE"] = tmp  # never read a stale checkpoint on this node: this task trains
-        try:
-            _, _, info = pretrain_pair(**kwargs)
-            return Path(info["cache_path"]).read_bytes(), process_info()
-        finally:
-            if before is None:
-                os.environ.pop("BENCH_CACHE", None)
-            else:
-                os.environ["BENCH_CACHE"] = before
-
-
-def pretrain_on_ray(jobs: dict[str, tuple[dict, Path]], placement: RayPlacement,
-                    say: Callable[[str], Any] = print) -> dict[str, dict]:
-    """Pretrain several pairs at once on the cluster: ``jobs[name] = (pretrain_pair kwargs, local cache path)``.
-
-    Each checkpoint is written to its local cache path, where :func:`bench.pretrain.pretrain_pair` then
-    finds it; returns where each pair trained. A pair whose task fails raises here, naming it.
-    """
-    import ray
-
-    task = placement.remote(_ray_pretrain)
-    with memmaps_by_path():
-        refs = {task.remote({**kw, "progress": None}, placement.threads()): name for name, (kw, _) in jobs.items()}
-    where: dict[str, dict] = {}
-    for name, result, exc in _as_completed(ray, refs):
-        if exc is not None:
-            raise _failed("pretraining", name, exc) from exc
-        blob, info = result
-        path = jobs[name][1]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
-        where[name] = info
-        say(f"[bench] pretrained {name} on Ray node {info.get('ray_node_id', '?')[:12]} ({info['host']}, pid {info['pid']})")
-    return where
-
-
 def _submit(ray, task, threads: int, calls: dict[str, tuple[Callable, tuple]]) -> dict:
     """``task.remote(fn, threads, *args)`` for each ``calls[name] = (fn, args)``: ``{object ref: name}``.
 
@@ -490,40 +443,6 @@ def _submit(ray, task, threads: int, calls: dict[str, tuple[Callable, tuple]]) -
         return {task.remote(fn, threads, *(put(a) for a in args)): name for name, (fn, args) in calls.items()}
 
 
-def _ray_encode(compute, threads: int, *args) -> tuple[tuple, dict]:
-    """One set of frozen features (:func:`bench.features.encode_images` / ``encode_tabular``) on a Ray worker."""
-    from bench.allocator import keep_freed_memory
-
-    keep_freed_memory()
-    torch.set_num_threads(threads)
-    out = compute(*args)
-    return tuple(None if t is None else t.cpu() for t in out), process_info()
-
-
-def encode_on_ray(jobs: dict[str, tuple[Callable, tuple, Path]], placement: RayPlacement,
-                  say: Callable[[str], Any] = print) -> dict[str, dict]:
-    """Encode several feature sets at once on the cluster: ``jobs[name] = (compute, args, cache path)``.
-
-    Each result is stored at its cache path (:func:`bench.features.store_features`), where the suite's
-    encode tasks then find it; returns where each set was encoded. A job whose task fails raises here.
-    """
-    import ray
-
-    from bench.features import store_features
-
-    refs = _submit(ray, placement.remote(_ray_encode), placement.threads(),
-                   {name: (compute, args) for name, (compute, args, _) in jobs.items()})
-    where: dict[str, dict] = {}
-    for name, result, exc in _as_completed(ray, refs):
-        if exc is not None:
-            raise _failed("encoding", name, exc) from exc
-        out, info = result
-        store_features(jobs[name][2], out)
-        where[name] = info
-        say(f"[bench] encoded {name} on Ray node {info.get('ray_node_id', '?')[:12]} ({info['host']}, pid {info['pid']})")
-    return where
-
-
 def _ray_job(fn, threads: int, *args) -> tuple[Any, dict]:
     """``fn(*args)`` on a Ray worker with ``threads`` torch threads; returns its result and where it ran."""
     from bench.allocator import keep_freed_memory
@@ -533,13 +452,16 @@ def _ray_job(fn, threads: int, *args) -> tuple[Any, dict]:
     return fn(*args), process_info()
 
 
-def jobs_on_ray(jobs: dict[str, tuple[Callable, tuple]], placement: RayPlacement, doing: str,
-                say: Callable[[str], Any] = print) -> dict[str, tuple[Any, dict]]:
+def jobs_on_ray(jobs: dict[str, tuple[Callable, tuple]], placement: RayPlacement, doing: str, did: str,
+                say: Callable[[str], Any] = print,
+                on_done: Callable[[str, Any], Any] | None = None) -> dict[str, tuple[Any, dict]]:
     """Run ``jobs[name] = (fn, args)`` at once on the cluster and wait for all: ``{name: (fn(*args), where)}``.
 
-    The driver's smaller stages use it (the importance model, the unimodal probes); an argument larger than
-    1 MiB (the images) goes to the object store once however many jobs read it. A job that fails raises
-    here, naming it (Ray has retried it first if its node died)."""
+    The driver's stages that are not fits use it (pretraining, encoding, the importance model, the unimodal
+    probes); ``on_done(name, result)`` takes each result as it arrives (stores it; what it returns is kept
+    instead), so a job that fails — it raises here, naming it, after Ray's retries — loses no other finished
+    job, and stored results are not held until the last one. ``doing`` / ``did`` name
+    the work in that error and in the log line ("pretraining" / "pretrained")."""
     import ray
 
     refs = _submit(ray, placement.remote(_ray_job), placement.threads(), jobs)
@@ -547,10 +469,67 @@ def jobs_on_ray(jobs: dict[str, tuple[Callable, tuple]], placement: RayPlacement
     for name, result, exc in _as_completed(ray, refs):
         if exc is not None:
             raise _failed(doing, name, exc) from exc
-        done[name] = result
-        say(f"[bench] {doing} {name} on Ray node {result[1].get('ray_node_id', '?')[:12]} "
+        done[name] = (on_done(name, result[0]) if on_done is not None else result[0], result[1])
+        say(f"[bench] {did} {name} on Ray node {result[1].get('ray_node_id', '?')[:12]} "
             f"({result[1]['host']}, pid {result[1]['pid']})")
     return done
+
+
+def _pretrained_checkpoint(kwargs: dict) -> bytes:
+    """One pair's contrastive pretraining (on a Ray worker), into a scratch cache; returns the checkpoint."""
+    from bench.pretrain import pretrain_pair
+
+    before = os.environ.get("BENCH_CACHE")
+    with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as tmp:
+        os.environ["BENCH_CACHE"] = tmp  # never read a stale checkpoint on this node: this task trains
+        try:
+            _, _, info = pretrain_pair(**kwargs)
+            return Path(info["cache_path"]).read_bytes()
+        finally:
+            if before is None:
+                os.environ.pop("BENCH_CACHE", None)
+            else:
+                os.environ["BENCH_CACHE"] = before
+
+
+def pretrain_on_ray(jobs: dict[str, tuple[dict, Path]], placement: RayPlacement,
+                    say: Callable[[str], Any] = print) -> dict[str, dict]:
+    """Pretrain several pairs at once on the cluster: ``jobs[name] = (pretrain_pair kwargs, local cache path)``.
+
+    Each checkpoint is written to its local cache path, where :func:`bench.pretrain.pretrain_pair` then
+    finds it; returns where each pair trained. A pair whose task fails raises here, naming it.
+    """
+    def store(name: str, blob: bytes) -> None:
+        path = jobs[name][1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+
+    calls = {name: (_pretrained_checkpoint, ({**kw, "progress": None},)) for name, (kw, _) in jobs.items()}
+    done = jobs_on_ray(calls, placement, "pretraining", "pretrained", say=say, on_done=store)
+    return {name: where for name, (_, where) in done.items()}
+
+
+def _encoded_on_cpu(compute, *args) -> tuple:
+    """One set of frozen features (:func:`bench.features.encode_images` / ``encode_tabular``), on the CPU."""
+    return tuple(None if t is None else t.cpu() for t in compute(*args))
+
+
+def encode_on_ray(jobs: dict[str, tuple[Callable, tuple, Path]], placement: RayPlacement,
+                  say: Callable[[str], Any] = print) -> dict[str, dict]:
+    """Encode several feature sets at once on the cluster: ``jobs[name] = (compute, args, cache path)``.
+
+    Each result is stored at its cache path (:func:`bench.features.store_features`), where the suite's
+    encode tasks then find it; returns where each set was encoded. A job whose task fails raises here.
+    One copy of the images goes to the object store, however many encoders read them.
+    """
+    from bench.features import store_features
+
+    calls = {name: (_encoded_on_cpu, (compute, *args)) for name, (compute, args, _) in jobs.items()}
+    done = jobs_on_ray(calls, placement, "encoding", "encoded", say=say,
+                       on_done=lambda name, out: store_features(jobs[name][2], out))
+    return {name: where for name, (_, where) in done.items()}
 
 
 def _ray_reference_fit(how: str, x, y, split, task: str, seed: int, n_classes: int) -> tuple:

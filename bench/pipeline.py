@@ -490,9 +490,8 @@ class SuiteRun:
 
     def importance_on_cluster(self, kwargs: dict) -> dict:
         """On Ray, the importance model is fitted and attributed on the cluster; the ranking records where."""
-        job = (functools.partial(ig_importance, **kwargs), ())
-        ranking, where = jobs_on_ray({"the importance model": job}, self.placement, "fitted", say=_say)[
-            "the importance model"]
+        jobs = {"the importance model": (functools.partial(ig_importance, **kwargs), ())}
+        [(ranking, where)] = jobs_on_ray(jobs, self.placement, "fitting", "fitted", say=_say).values()
         return {**ranking, "computed_on": where}
 
     @contextlib.contextmanager
@@ -830,11 +829,11 @@ class SuiteRun:
         jobs["tabular, random init"] = (probe_encoded, (encode_tabular, *common, cpu(pair.init_tab), proto.x_num,
                                                         proto.x_cat, False))
         if on_ray:
-            label = f"{pair.tab_name} / {data_key}"
-            ran = jobs_on_ray({f"{label}: {name} probe": job for name, job in jobs.items()}, self.placement,
-                              "probed", say=_say)
-            done = {name: ran[f"{label}: {name} probe"][0] for name in jobs}
-            where = {name: ran[f"{label}: {name} probe"][1] for name in jobs}
+            named = {f"{pair.tab_name} / {data_key}: {name} probe": name for name in jobs}
+            ran = jobs_on_ray({key: jobs[name] for key, name in named.items()}, self.placement, "probing", "probed",
+                              say=_say)
+            done = {named[key]: metric for key, (metric, _) in ran.items()}
+            where = {named[key]: info for key, (_, info) in ran.items()}
         else:
             done, where = {name: fn(*args) for name, (fn, args) in jobs.items()}, None
         if "image" in done:
