@@ -432,15 +432,18 @@ def _submit(ray, task, threads: int, calls: dict[str, tuple[Callable, tuple]]) -
     arrays by their file, :func:`memmaps_by_path`); arguments are top-level, so Ray resolves the references."""
     with memmaps_by_path():
         shared: dict[int, Any] = {}  # ``calls`` keeps the arrays alive, so their ids stay theirs
+        return {task.remote(fn, threads, *(_put_once(ray, shared, a) for a in args)): name
+                for name, (fn, args) in calls.items()}
 
-        def put(a):
-            if getattr(a, "nbytes", 0) > 1 << 20:
-                if id(a) not in shared:
-                    shared[id(a)] = ray.put(a)
-                return shared[id(a)]
-            return a
 
-        return {task.remote(fn, threads, *(put(a) for a in args)): name for name, (fn, args) in calls.items()}
+def _put_once(ray, shared: dict[int, Any], a, min_bytes: int = 1 << 20):
+    """``a`` itself, or — when it holds more than ``min_bytes`` — its object-store reference, put there on the
+    first call for this object (``shared`` maps ``id(a)`` to it; the caller keeps ``a`` alive meanwhile)."""
+    if getattr(a, "nbytes", 0) <= min_bytes:
+        return a
+    if id(a) not in shared:
+        shared[id(a)] = ray.put(a)
+    return shared[id(a)]
 
 
 def _ray_job(fn, threads: int, *args) -> tuple[Any, dict]:
@@ -551,10 +554,8 @@ def reference_fits_on_ray(jobs: dict[tuple, tuple], placement: RayPlacement) -> 
     inputs: dict[int, Any] = {}
     promises: dict[tuple, Callable[[], tuple]] = {}
     for key, (how, x, y, split, kind, seed, n_classes) in jobs.items():
-        if id(x) not in inputs:  # one design matrix, several models and seeds (``jobs`` keeps it alive)
-            inputs[id(x)] = ray.put(x)
-        x_ref = inputs[id(x)]
-        ref = task.remote(how, x_ref, y, split, kind, seed, n_classes)
+        # one design matrix, several models and seeds (``jobs`` keeps it alive): stored once, whatever its size
+        ref = task.remote(how, _put_once(ray, inputs, x, min_bytes=-1), y, split, kind, seed, n_classes)
         promises[key] = lambda ref=ref, how=how, seed=seed: _await_reference(ray, ref, how, seed, placement)
     return promises
 
